@@ -1,0 +1,103 @@
+"""All settings of a store in one place, shared by the filesystem, the CLI and the ZenML flavor."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cas_store.hashing import check_algorithm
+
+KiB = 2**10
+MiB = 2**20
+GiB = 2**30
+
+EVICTION_POLICIES = ("least-recently-stored", "least-recently-used", "least-frequently-used", "none")
+
+
+def default_cache_dir() -> Path:
+    """``$CAS_STORE_CACHE_DIR``, else ``$XDG_CACHE_HOME/cas_store``, else ``~/.cache/cas_store``."""
+    explicit = os.environ.get("CAS_STORE_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "cas_store"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Connection, cache and tuning settings.
+
+    Credentials are optional: without them boto's usual chain applies (environment
+    variables, ``AWS_PROFILE``/``profile``, config files, instance metadata). They are
+    kept out of ``repr`` and never written anywhere.
+    """
+
+    # Credentials (optional; boto's env/profile chain otherwise).
+    aws_access_key_id: str | None = field(default=None, repr=False)
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_session_token: str | None = field(default=None, repr=False)
+    profile: str | None = None
+    # Passed through to s3fs / botocore, as in ZenML's S3 flavor.
+    client_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    config_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    s3_additional_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    # Local cache.
+    cache_dir: str | os.PathLike[str] | None = None
+    cache_size: int = 32 * GiB
+    cache_eviction_policy: str = "least-recently-stored"
+    # Format choices for a new store; an existing store's marker decides otherwise.
+    hash_algorithm: str | None = None
+    inline_threshold: int = 16 * KiB
+    # Transfer tuning.
+    part_size: int = 16 * MiB
+    max_concurrency: int = 4
+    connect_timeout: float = 3.0
+    read_timeout: float = 60.0
+    # botocore attempts per request (standard retry mode). Kept low so that an unreachable
+    # S3 is detected within about a second; throttling is also retried by s3fs.
+    max_attempts: int = 2
+    # After S3 was found unreachable, fail fast for this long before trying again.
+    offline_retry_after: float = 15.0
+    # How long "this blob is in the bucket" is trusted without asking again.
+    blob_memo_ttl: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.hash_algorithm is not None:
+            check_algorithm(self.hash_algorithm)
+        if self.cache_eviction_policy not in EVICTION_POLICIES:
+            raise ValueError(
+                f"cache_eviction_policy must be one of {', '.join(EVICTION_POLICIES)}, "
+                f"not {self.cache_eviction_policy!r}"
+            )
+        if self.part_size < 5 * MiB:
+            raise ValueError("part_size must be at least 5 MiB (S3's minimum multipart part size)")
+        if self.inline_threshold < 0 or self.inline_threshold > 1 * MiB:
+            raise ValueError("inline_threshold must be between 0 and 1 MiB")
+        for name in ("cache_size", "max_concurrency", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if (self.aws_access_key_id is None) != (self.aws_secret_access_key is None):
+            raise ValueError("give both aws_access_key_id and aws_secret_access_key, or neither")
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> StoreConfig:
+        """Build from fsspec storage options, accepting s3fs's names (``key``, ``secret``, ``token``)."""
+        aliases = {"key": "aws_access_key_id", "secret": "aws_secret_access_key", "token": "aws_session_token"}
+        known = {f.name for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for name, value in options.items():
+            name = aliases.get(name, name)
+            if name not in known:
+                raise TypeError(
+                    f"unknown cas_store option {name!r}; known options: {', '.join(sorted(known))}"
+                )
+            kwargs[name] = value
+        return cls(**kwargs)

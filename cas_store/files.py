@@ -1,0 +1,215 @@
+"""File objects returned by ``CASFileSystem.open``.
+
+:class:`WriteFile` spools to a local temporary file while hashing and publishes on
+``close()``; :class:`ReadFile` reads a local (cached) copy and checks its digest
+whenever the whole content passes through it in order.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable
+from types import TracebackType
+from typing import BinaryIO
+
+from cas_store.errors import IntegrityError
+from cas_store.hashing import Hasher, new_hasher
+
+
+class WriteFile(io.BufferedIOBase):
+    """A file being written: bytes go to a spool file in the cache directory.
+
+    ``close()`` publishes the content (blob first, then the manifest entry). Leaving
+    a ``with`` block by an exception, or calling :meth:`discard`, publishes nothing.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        spool: tuple[int, str],
+        algorithm: str,
+        commit: Callable[[str, str, int], None],
+    ) -> None:
+        super().__init__()
+        self.path = path
+        self.mode = "wb"
+        fd, self._spool_path = spool
+        self._spool: io.FileIO | None = io.FileIO(fd, "wb", closefd=True)
+        self._hasher: Hasher = new_hasher(algorithm)
+        self._size = 0
+        self._commit = commit
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._spool is None:
+            raise ValueError("I/O operation on closed file")
+        view = memoryview(data).cast("B")
+        self._hasher.update(view)
+        written = 0
+        while written < len(view):
+            n = self._spool.write(view[written:])
+            written += n or 0
+        self._size += written
+        return written
+
+    def tell(self) -> int:
+        return self._size
+
+    def discard(self) -> None:
+        """Drop everything written so far; nothing is published."""
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+            _unlink_quietly(self._spool_path)
+        super().close()
+
+    def close(self) -> None:
+        if self._spool is None:
+            super().close()
+            return
+        spool, self._spool = self._spool, None
+        try:
+            spool.close()
+            self._commit(self._spool_path, self._hasher.hexdigest(), self._size)
+        finally:
+            _unlink_quietly(self._spool_path)  # gone already if the cache adopted it
+            super().close()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.discard()
+        else:
+            self.close()
+
+    def __del__(self) -> None:
+        # Never publish from the garbage collector: a file dropped without close() was not finished.
+        if getattr(self, "_spool", None) is not None:
+            self.discard()
+
+
+class ReadFile(io.BufferedIOBase):
+    """A seekable reader over a local copy of a file's content.
+
+    Hashes what it hands out while reads run in order from the start; at the end
+    of the content it compares with the recorded digest. A mismatch found by a
+    single whole-content ``read()`` is repaired transparently through ``refetch``
+    (which must return a fresh, verified handle); found later, it discards the
+    cached copy through ``on_corrupt`` and raises :class:`IntegrityError`.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        handle: BinaryIO,
+        size: int,
+        algorithm: str,
+        digest: str,
+        refetch: Callable[[], BinaryIO],
+        on_corrupt: Callable[[], None],
+    ) -> None:
+        super().__init__()
+        self.path = path
+        self.mode = "rb"
+        self.size = size
+        self._handle = handle
+        self._algorithm = algorithm
+        self._digest = digest
+        self._refetch = refetch
+        self._on_corrupt = on_corrupt
+        self._pos = 0
+        self._hasher: Hasher | None = new_hasher(algorithm)
+        self._hashed = 0  # bytes [0, _hashed) went through the hasher
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self.size + offset
+        else:
+            raise ValueError(f"invalid whence ({whence})")
+        if pos < 0:
+            raise OSError(22, "negative seek position")
+        self._pos = pos
+        return pos
+
+    def _read_at(self, n: int) -> bytes:
+        self._handle.seek(self._pos)
+        data = self._handle.read(n)
+        if self._hasher is not None and self._pos == self._hashed and data:
+            self._hasher.update(data)
+            self._hashed += len(data)
+        self._pos += len(data)
+        return data
+
+    def _check(self) -> bool:
+        """True if the content was fully hashed and matches (or was not fully hashed yet)."""
+        if self._hasher is None or self._hashed < self.size:
+            return True
+        ok = self._hashed == self.size and self._hasher.hexdigest() == self._digest
+        self._hasher = None  # checked once
+        return ok
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._ensure_open()
+        whole = self._pos == 0 and (size is None or size < 0 or size >= self.size)
+        if size is None or size < 0:
+            size = max(self.size - self._pos, 0)
+        data = self._read_at(size)
+        if self._pos >= self.size and not self._check():
+            self._on_corrupt()
+            if not whole:
+                raise IntegrityError(
+                    f"the cached copy of {self.path} was corrupt (digest mismatch); it has "
+                    "been discarded: open the file again to read it from S3"
+                )
+            # Nothing was handed out yet: replace the bad copy and answer from the good one.
+            self._handle.close()
+            self._handle = self._refetch()
+            self._pos = 0
+            self._hasher = None  # the refetched copy was verified on download
+            data = self._read_at(self.size)
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(memoryview(buffer).cast("B")))
+        n = len(data)
+        memoryview(buffer).cast("B")[:n] = data
+        return n
+
+    def _ensure_open(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+
+    def close(self) -> None:
+        if not self.closed:
+            self._handle.close()
+        super().close()
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,356 @@
+"""One store root: the write and read paths that tie manifest, blobs and cache together.
+
+Invariants kept here (DESIGN.md):
+
+1. a manifest entry is published only after every blob it names is durable in S3;
+2. a blob already present (remembered, or found by one HEAD) is not uploaded again;
+3. bytes handed out match their digest (fills are verified; full reads are checked);
+6. offline, cached content stays readable and nothing is half-published.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import datetime as dt
+import io
+import logging
+import os
+import threading
+from typing import BinaryIO
+
+from cas_store import __version__
+from cas_store.blobstore import BlobStore
+from cas_store.cache import LocalCache
+from cas_store.config import StoreConfig
+from cas_store.errors import IncompatibleStoreError, IntegrityError, StoreOfflineError
+from cas_store.files import ReadFile, WriteFile
+from cas_store.format import FORMAT_VERSION, Chunk, Entry, Marker
+from cas_store.hashing import DEFAULT_ALGORITHM, hash_bytes, hash_file
+from cas_store.layout import Root
+from cas_store.manifest import Listed, ManifestStore, Record
+from cas_store.s3 import S3, error_code, is_not_implemented, is_precondition_failed
+
+log = logging.getLogger(__name__)
+
+
+class Store:
+    """The content-addressed store at one root, over one S3 client and one local cache."""
+
+    def __init__(self, root: Root, config: StoreConfig, s3: S3, cache: LocalCache) -> None:
+        self.root = root
+        self.config = config
+        self.s3 = s3
+        self.cache = cache
+        self.manifest = ManifestStore(s3, root)
+        self.blobs = BlobStore(s3, root)
+        # Identifies this store in the shared cache: two endpoints may have equal bucket names.
+        self.id = f"{s3.endpoint}|{root.path}"
+        self._marker: Marker | None = None
+        self._marker_lock = threading.Lock()
+
+    # -- format marker ---------------------------------------------------------------------
+
+    def marker(self, create: bool = False) -> Marker | None:
+        """The store's format marker; with ``create``, initialise an empty prefix as a store.
+
+        Raises :class:`IncompatibleStoreError` for a marker of another format version, a
+        marker whose algorithm contradicts the configuration, or (on create) a prefix that
+        already holds other objects.
+        """
+        if self._marker is not None:
+            return self._marker
+        with self._marker_lock:
+            if self._marker is None:
+                self._marker = self._load_marker(create)
+            return self._marker
+
+    def _load_marker(self, create: bool) -> Marker | None:
+        where = f"{self.root.uri} ({self.s3.endpoint})"
+        key = self.root.marker_key()
+        try:
+            data = self._get_small(key, f"opening the store {self.root.uri}")
+        except StoreOfflineError:
+            cached = self.cache.mirror.get_marker(self.id)
+            if cached is None or create:
+                raise
+            return self._accept(Marker.decode(cached, where), cached)
+        if data is not None:
+            return self._accept(Marker.decode(data, where), data)
+        if not create:
+            return None
+        self._check_prefix_empty()
+        marker = Marker(FORMAT_VERSION, self.config.hash_algorithm or DEFAULT_ALGORITHM, f"cas_store {__version__}")
+        body = marker.encode()
+        try:
+            self.s3.call(
+                f"creating the store {self.root.uri}",
+                "put_object",
+                Bucket=self.root.bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/json",
+                IfNoneMatch="*",
+            )
+        except Exception as exc:
+            if not (is_precondition_failed(exc) or is_not_implemented(exc)):
+                raise
+            if is_not_implemented(exc):
+                self.s3.call(
+                    f"creating the store {self.root.uri}", "put_object",
+                    Bucket=self.root.bucket, Key=key, Body=body, ContentType="application/json",
+                )
+        # Read back: on servers that ignore If-None-Match the last concurrent creator wins,
+        # and everyone must then use what is really there.
+        data = self._get_small(key, f"opening the store {self.root.uri}")
+        if data is None:
+            raise IncompatibleStoreError(f"the marker of {where} vanished right after it was written")
+        return self._accept(Marker.decode(data, where), data)
+
+    def _accept(self, marker: Marker, raw: bytes) -> Marker:
+        wanted = self.config.hash_algorithm
+        if wanted is not None and wanted != marker.hash_algorithm:
+            raise IncompatibleStoreError(
+                f"the store {self.root.uri} hashes with {marker.hash_algorithm!r} but the "
+                f"configuration asks for {wanted!r}: drop hash_algorithm from the configuration "
+                "or use a new root for the other algorithm"
+            )
+        self.cache.mirror.put_marker(self.id, raw)
+        return marker
+
+    def _check_prefix_empty(self) -> None:
+        prefix = self.root.key() + "/" if self.root.prefix else ""
+        resp = self.s3.call(
+            f"checking {self.root.uri} before creating a store there",
+            "list_objects_v2", Bucket=self.root.bucket, Prefix=prefix, MaxKeys=1,
+        )
+        if resp.get("Contents"):
+            raise IncompatibleStoreError(
+                f"s3://{self.root.bucket}/{prefix} already holds objects that are not a cas_store "
+                f"store (e.g. {resp['Contents'][0]['Key']!r}); choose an empty prefix as the root"
+            )
+
+    def _get_small(self, key: str, what: str) -> bytes | None:
+        async def get() -> bytes | None:
+            try:
+                resp = await self.s3.fs._call_s3("get_object", Bucket=self.root.bucket, Key=key)
+            except FileNotFoundError as exc:
+                if error_code(exc) == "NoSuchBucket":
+                    raise
+                return None
+            try:
+                return bytes(await resp["Body"].read())
+            finally:
+                resp["Body"].close()
+
+        return self.s3.run(what, get)
+
+    # -- resolving paths -------------------------------------------------------------------
+
+    def resolve(self, rel: str) -> Record | None:
+        """The current entry of ``rel``: from S3 when reachable, else from the mirror.
+
+        Raises :class:`StoreOfflineError` when S3 is unreachable and the mirror has no
+        answer (the path may exist; this machine just has not seen it).
+        """
+        try:
+            self.marker()
+            record = self.manifest.get(rel)
+        except StoreOfflineError:
+            record = self.mirrored(rel)
+            if record is None:
+                raise
+            return record
+        if record is None:
+            self.cache.mirror.delete_entries(self.id, [rel])
+        else:
+            self.remember(record)
+        return record
+
+    def mirrored(self, rel: str) -> Record | None:
+        row = self.cache.mirror.get_entry(self.id, rel)
+        if row is None:
+            return None
+        data, etag, modified = row
+        return Record(rel, Entry.decode(data, f"{self.root.uri}/{rel}"), etag, _from_timestamp(modified))
+
+    def remember(self, record: Record) -> None:
+        self.cache.mirror.put_entry(
+            self.id, record.rel, record.entry.encode(), record.etag, record.modified.timestamp()
+        )
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def open_write(self, rel: str, display_path: str) -> WriteFile:
+        self.root.manifest_key(rel)  # validates the path before any byte is written
+        if self.s3.is_offline():
+            raise self.s3.offline_error(f"writing {display_path}")
+        marker = self.marker(create=True)
+        assert marker is not None
+        return WriteFile(
+            display_path,
+            self.cache.temp_file(".spool"),
+            marker.hash_algorithm,
+            lambda spool, digest, size: self.commit(rel, spool, marker.hash_algorithm, digest, size),
+        )
+
+    def commit(self, rel: str, spool_path: str, algorithm: str, digest: str, size: int) -> Record:
+        """Publish the spooled content as ``rel``: blob (if new) first, entry last."""
+        if size <= self.config.inline_threshold:
+            with open(spool_path, "rb") as f:
+                entry = Entry(size, algorithm, digest, inline=f.read())
+        else:
+            self.ensure_blob(algorithm, digest, spool_path)
+            entry = Entry(size, algorithm, digest, chunks=(Chunk(digest, size),))
+            self.cache.adopt(algorithm, digest, spool_path)
+        return self.publish(rel, entry)
+
+    def ensure_blob(self, algorithm: str, digest: str, local_path: str) -> None:
+        """Make the blob durable in S3, uploading only if it is not known to be there."""
+        key = self.root.blob_key(algorithm, digest)
+        if self.cache.mirror.knows_blob(self.id, key, self.config.blob_memo_ttl):
+            return
+        if not self.blobs.exists(algorithm, digest):
+            self.blobs.upload(algorithm, digest, local_path)
+        self.cache.mirror.remember_blob(self.id, key)
+
+    def publish(self, rel: str, entry: Entry) -> Record:
+        record = self.manifest.put(rel, entry)
+        self.remember(record)
+        return record
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def open_read(self, record: Record, display_path: str) -> BinaryIO:
+        entry = record.entry
+        if entry.inline is not None:
+            if hash_bytes(entry.algorithm, entry.inline) != entry.digest:
+                raise IntegrityError(
+                    f"the manifest entry of {display_path} holds inline bytes that do not match "
+                    "its digest; the entry is corrupt: write the file again"
+                )
+            return io.BytesIO(entry.inline)
+        if len(entry.chunks) == 1:
+            chunk = entry.chunks[0]
+            return ReadFile(
+                display_path,
+                self.open_chunk(entry.algorithm, chunk),
+                entry.size,
+                entry.algorithm,
+                entry.digest,
+                refetch=lambda: self.fetch(entry.algorithm, chunk),
+                on_corrupt=lambda: self.cache.discard(entry.algorithm, chunk.digest),
+            )
+        return _ChunkedReader(display_path, entry, self)
+
+    def open_chunk(self, algorithm: str, chunk: Chunk) -> BinaryIO:
+        """A handle on the chunk's bytes: from the cache, else fetched (and cached)."""
+        handle = self.cache.open_blob(algorithm, chunk.digest)
+        if handle is not None:
+            return handle
+        return self.fetch(algorithm, chunk)
+
+    def fetch(self, algorithm: str, chunk: Chunk) -> BinaryIO:
+        """Download a blob, verify it, put it in the cache and return an open handle on it."""
+        fd, tmp = self.cache.temp_file(".download")
+        os.close(fd)
+        try:
+            try:
+                self.blobs.download(algorithm, chunk.digest, chunk.size, tmp)
+            except FileNotFoundError as exc:
+                self.cache.mirror.forget_blob(self.id, self.root.blob_key(algorithm, chunk.digest))
+                raise IntegrityError(
+                    f"blob {chunk.digest} is missing from s3://{self.root.bucket}/"
+                    f"{self.root.blob_key(algorithm, chunk.digest)}; a path refers to content "
+                    "that was deleted outside cas_store: write the file again"
+                ) from exc
+            with open(tmp, "rb") as f:
+                digest, size = hash_file(algorithm, f)
+            if digest != chunk.digest or size != chunk.size:
+                raise IntegrityError(
+                    f"blob s3://{self.root.bucket}/{self.root.blob_key(algorithm, chunk.digest)} "
+                    f"is corrupt in S3 (got {size} bytes hashing to {digest}); write the file again"
+                )
+            handle = open(tmp, "rb")  # before adoption, so eviction cannot pull it away
+            self.cache.adopt(algorithm, chunk.digest, tmp)
+            return handle
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    # -- listing -----------------------------------------------------------------------
+
+    def list_dir(self, rel: str) -> tuple[list[Listed], list[str]]:
+        return self.manifest.list_dir(rel)
+
+
+class _ChunkedReader(io.BufferedIOBase):
+    """Reads an entry stored as several chunks (written by later format-v1 writers)."""
+
+    def __init__(self, path: str, entry: Entry, store: Store) -> None:
+        super().__init__()
+        self.path = path
+        self.size = entry.size
+        self._entry = entry
+        self._store = store
+        self._starts: list[int] = []
+        offset = 0
+        for chunk in entry.chunks:
+            self._starts.append(offset)
+            offset += chunk.size
+        self._pos = 0
+        self._open: tuple[int, BinaryIO] | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise OSError(22, "negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def _handle(self, index: int) -> BinaryIO:
+        if self._open is None or self._open[0] != index:
+            if self._open is not None:
+                self._open[1].close()
+            chunk = self._entry.chunks[index]
+            self._open = (index, self._store.open_chunk(self._entry.algorithm, chunk))
+        return self._open[1]
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        end = self.size if size is None or size < 0 else min(self.size, self._pos + size)
+        parts = []
+        while self._pos < end:
+            index = bisect.bisect_right(self._starts, self._pos) - 1
+            handle = self._handle(index)
+            handle.seek(self._pos - self._starts[index])
+            data = handle.read(min(end - self._pos, self._entry.chunks[index].size - (self._pos - self._starts[index])))
+            if not data:
+                raise IntegrityError(f"chunk {index} of {self.path} is shorter than its entry says")
+            parts.append(data)
+            self._pos += len(data)
+        return b"".join(parts)
+
+    def read1(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+    def close(self) -> None:
+        if self._open is not None:
+            self._open[1].close()
+            self._open = None
+        super().close()
+
+
+def _from_timestamp(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
