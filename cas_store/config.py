@@ -53,7 +53,9 @@ class StoreConfig:
     hash_algorithm: str | None = None
     inline_threshold: int = 16 * KiB
     # Transfer tuning.
-    part_size: int = 16 * MiB
+    # In-flight transfer memory is about 2 x max_concurrency x part_size (measured: botocore
+    # holds a copy of each part body): 64 MiB with these defaults, whatever the file size.
+    part_size: int = 8 * MiB
     max_concurrency: int = 4
     connect_timeout: float = 3.0
     read_timeout: float = 60.0

@@ -1,0 +1,484 @@
+"""The ZenML artifact store flavor ``s3cas``: ZenML's S3 artifact store, content-addressed.
+
+Register it with::
+
+    zenml artifact-store flavor register cas_store.zenml.S3CASArtifactStoreFlavor
+    zenml artifact-store register my_store --flavor=s3cas --path=s3cas://my-bucket/zenml
+
+:class:`S3CASArtifactStore` is a thin adapter: every ``BaseArtifactStore`` method
+delegates to :class:`cas_store.CASFileSystem`, the way ZenML's own S3 flavor
+(``zenml.integrations.s3``) delegates to s3fs, and credentials are resolved the same
+way (service connector, then ``authentication_secret``, then explicit keys, then boto's
+environment/profile chain). ``docs/zenml.md`` lists every intended difference.
+
+Rules this module follows because ZenML (0.98.0) depends on them:
+
+* no ``from __future__ import annotations``, and path parameters annotated exactly
+  ``PathType``: ZenML finds path arguments by comparing the *evaluated* annotation with
+  ``PathType`` and silently skips its path checks otherwise;
+* importing it registers ``s3cas://`` as a remote scheme (see :mod:`cas_store.zenml_scheme`);
+* ``IS_IMMUTABLE_FILESYSTEM = True``: ZenML then writes step logs as new small files
+  instead of appending to one file (an append would rewrite the whole object here);
+* no configuration field is named ``secret``, ``env``, ``label``, ``connector`` or
+  ``flavor``: the ZenML CLI claims those option names for itself.
+"""
+
+import contextlib
+import dataclasses
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, cast
+
+from fsspec.asyn import sync
+from pydantic import Field, field_validator, model_validator
+from zenml.artifact_stores import BaseArtifactStore, BaseArtifactStoreConfig, BaseArtifactStoreFlavor
+from zenml.artifact_stores.base_artifact_store import PathType
+from zenml.io.fileio import convert_to_str
+from zenml.models import ServiceConnectorRequirements
+from zenml.secret.schemas import AWSSecretSchema
+from zenml.stack.authentication_mixin import AuthenticationConfigMixin, AuthenticationMixin
+from zenml.utils.networking_utils import replace_localhost_with_internal_hostname
+from zenml.utils.secret_utils import SecretField
+
+from cas_store.config import StoreConfig
+from cas_store.filesystem import CASFileSystem
+from cas_store.layout import Root
+from cas_store.zenml_scheme import SCHEME, register_scheme
+
+__all__ = [
+    "FLAVOR_NAME",
+    "S3CASArtifactStore",
+    "S3CASArtifactStoreConfig",
+    "S3CASArtifactStoreFlavor",
+]
+
+log = logging.getLogger(__name__)
+
+FLAVOR_NAME = "s3cas"
+
+register_scheme()
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(StoreConfig)}
+
+#: StoreConfig fields given to CASFileSystem from the same-named config field.
+STORE_OPTION_FIELDS = (
+    "profile",
+    "cache_dir",
+    "cache_size",
+    "cache_eviction_policy",
+    "hash_algorithm",
+    "inline_threshold",
+    "part_size",
+    "max_concurrency",
+    "connect_timeout",
+    "read_timeout",
+    "max_attempts",
+    "offline_retry_after",
+    "blob_memo_ttl",
+)
+#: StoreConfig fields the artifact store fills in itself (credentials are resolved at
+#: runtime from a connector, a secret or the config; the S3 kwargs may gain a region).
+RESOLVED_FIELDS = (
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "client_kwargs",
+    "config_kwargs",
+    "s3_additional_kwargs",
+)
+
+
+class S3CASArtifactStoreConfig(BaseArtifactStoreConfig, AuthenticationConfigMixin):
+    """Configuration of the ``s3cas`` artifact store.
+
+    ``path`` is the store root, ``s3cas://<bucket>[/<prefix>]``: blobs, manifest and the
+    format marker live under ``s3://<bucket>/<prefix>/``, which must be empty or already
+    hold a cas_store store. From the CLI, pass dictionaries as JSON strings::
+
+        zenml artifact-store register my_store --flavor=s3cas --path=s3cas://my-bucket/zenml \\
+            --client_kwargs='{"endpoint_url": "http://minio:9000"}'
+    """
+
+    SUPPORTED_SCHEMES: ClassVar[set[str]] = {SCHEME}
+    IS_IMMUTABLE_FILESYSTEM: ClassVar[bool] = True
+
+    # -- credentials, as in ZenML's S3 flavor (its key/secret/token, renamed: the ZenML
+    # CLI reserves --secret) ------------------------------------------------------------
+    aws_access_key_id: str | None = SecretField(
+        default=None,
+        description="AWS access key ID. If not set, credentials come from a service connector, "
+        "the authentication secret, or boto's environment/profile chain.",
+    )
+    aws_secret_access_key: str | None = SecretField(
+        default=None,
+        description="AWS secret access key (with aws_access_key_id).",
+    )
+    aws_session_token: str | None = SecretField(
+        default=None,
+        description="AWS session token for temporary credentials.",
+    )
+    profile: str | None = Field(
+        default=None,
+        description="AWS profile from the AWS config files, instead of AWS_PROFILE.",
+    )
+    client_kwargs: dict[str, Any] | None = Field(
+        default=None,
+        description="Keyword arguments for the S3 client, e.g. "
+        "{'endpoint_url': 'http://minio:9000'} for an S3-compatible server.",
+    )
+    config_kwargs: dict[str, Any] | None = Field(
+        default=None,
+        description="Keyword arguments for botocore's client Config, e.g. "
+        "{'request_checksum_calculation': 'when_required'}.",
+    )
+    s3_additional_kwargs: dict[str, Any] | None = Field(
+        default=None,
+        description="Extra parameters for S3 requests, e.g. {'ServerSideEncryption': 'AES256'}.",
+    )
+    bucket: str | None = Field(
+        default=None,
+        description="Derived from path (read-only): the bucket a service connector "
+        "(resource type s3-bucket) must give access to.",
+    )
+    # -- cas_store settings (cas_store.StoreConfig; defaults are its defaults) -----------
+    cache_dir: str | None = Field(
+        default=None,
+        description="Local cache directory. Default: $CAS_STORE_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/cas_store, else ~/.cache/cas_store (resolved on each machine).",
+    )
+    cache_size: int = Field(default=_DEFAULTS["cache_size"], description="Cache size limit in bytes.")
+    cache_eviction_policy: str = Field(
+        default=_DEFAULTS["cache_eviction_policy"],
+        description="least-recently-stored, least-recently-used, least-frequently-used or none.",
+    )
+    hash_algorithm: str | None = Field(
+        default=None,
+        description="Hash algorithm of a new store (xxh128 by default; sha256 or blake3 for "
+        "buckets shared with untrusted writers). An existing store's marker decides.",
+    )
+    inline_threshold: int = Field(
+        default=_DEFAULTS["inline_threshold"],
+        description="Files up to this many bytes are stored inside their manifest entry.",
+    )
+    part_size: int = Field(default=_DEFAULTS["part_size"], description="Multipart part size in bytes.")
+    max_concurrency: int = Field(
+        default=_DEFAULTS["max_concurrency"], description="Concurrent S3 requests per transfer."
+    )
+    connect_timeout: float = Field(
+        default=_DEFAULTS["connect_timeout"], description="S3 connect timeout in seconds."
+    )
+    read_timeout: float = Field(default=_DEFAULTS["read_timeout"], description="S3 read timeout in seconds.")
+    max_attempts: int = Field(default=_DEFAULTS["max_attempts"], description="Attempts per S3 request.")
+    offline_retry_after: float = Field(
+        default=_DEFAULTS["offline_retry_after"],
+        description="After S3 was unreachable, serve from the cache and fail fast for this many "
+        "seconds before trying S3 again.",
+    )
+    blob_memo_ttl: float = Field(
+        default=_DEFAULTS["blob_memo_ttl"],
+        description="Seconds a blob known to be in the bucket is trusted without asking S3.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_bucket(cls, data: Any) -> Any:
+        """``bucket`` is always the bucket of ``path`` (also after ``path`` changes)."""
+        if isinstance(data, dict) and isinstance(data.get("path"), str):
+            path = data["path"].strip("'\"`")
+            if path.startswith(SCHEME):
+                data = {**data, "bucket": Root.parse(path).bucket}
+        return data
+
+    @field_validator("client_kwargs")
+    @classmethod
+    def _validate_client_kwargs(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """As in ZenML's S3 flavor: the endpoint must be an http(s) URL; inside a ZenML
+        container, ``localhost`` becomes the Docker/K3D host's internal name."""
+        if value is None:
+            return value
+        if value.get("endpoint_url"):
+            url = str(value["endpoint_url"]).rstrip("/")
+            scheme = re.search("^([a-z0-9]+://)", url)
+            if scheme is None or scheme.group() not in ("https://", "http://"):
+                raise ValueError(
+                    f"Invalid URL for endpoint url: {url}. Should be in the form "
+                    "https://hostname[:port] or http://hostname[:port]."
+                )
+            value = {**value, "endpoint_url": replace_localhost_with_internal_hostname(url)}
+        return value
+
+    @model_validator(mode="after")
+    def _validate_store_settings(self) -> "S3CASArtifactStoreConfig":
+        """Check the cas_store settings now (at registration), not at the first write."""
+        Root.parse(self.path)
+        # Credentials may be secret references ({{secret.key}}), resolved only when used:
+        # they are not read here.
+        StoreConfig(**self.store_options())
+        return self
+
+    def store_options(self) -> dict[str, Any]:
+        """The cas_store settings of this config, as CASFileSystem keyword arguments."""
+        return {name: getattr(self, name) for name in STORE_OPTION_FIELDS}
+
+
+class S3CASArtifactStore(BaseArtifactStore, AuthenticationMixin):
+    """Artifact store over :class:`~cas_store.CASFileSystem` (protocol ``s3cas``).
+
+    Deduplicated (each distinct content is stored once per store root), locally cached,
+    and readable offline from the cache. Thread-safe.
+    """
+
+    _filesystem: CASFileSystem | None = None
+
+    @property
+    def config(self) -> S3CASArtifactStoreConfig:
+        """The config of this artifact store."""
+        return cast(S3CASArtifactStoreConfig, self._config)
+
+    # -- credentials and the file system ------------------------------------------------
+
+    def get_credentials(self) -> tuple[str | None, str | None, str | None, str | None]:
+        """(key, secret, token, region), resolved as ZenML's S3 flavor does.
+
+        A linked service connector wins, then the authentication secret, then the keys
+        in the configuration; all None means boto's environment/profile chain.
+        """
+        connector = self.get_connector()
+        if connector:
+            from botocore.client import BaseClient
+
+            client = connector.connect()
+            if not isinstance(client, BaseClient):
+                raise RuntimeError(
+                    f"Expected a botocore.client.BaseClient while trying to "
+                    f"use the linked connector, but got {type(client)}."
+                )
+            credentials = client.credentials
+            return (
+                credentials.access_key,
+                credentials.secret_key,
+                credentials.token,
+                client.meta.region_name,
+            )
+
+        secret = self.get_typed_authentication_secret(expected_schema_type=AWSSecretSchema)
+        if secret:
+            return (
+                secret.aws_access_key_id,
+                secret.aws_secret_access_key,
+                secret.aws_session_token,
+                None,
+            )
+        return (
+            self.config.aws_access_key_id,
+            self.config.aws_secret_access_key,
+            self.config.aws_session_token,
+            None,
+        )
+
+    def _build_filesystem_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`CASFileSystem` (as the S3 flavor builds s3fs's)."""
+        key, secret, token, region = self.get_credentials()
+        # The connector's region, so that remote workloads find the bucket (as in the S3
+        # flavor); explicit client_kwargs win.
+        client_kwargs: dict[str, Any] = {}
+        if region:
+            client_kwargs["region_name"] = region
+        if self.config.client_kwargs:
+            client_kwargs.update(self.config.client_kwargs)
+        return dict(
+            root=self.config.path,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            aws_session_token=token,
+            client_kwargs=client_kwargs,
+            config_kwargs=self.config.config_kwargs or {},
+            s3_additional_kwargs=self.config.s3_additional_kwargs or {},
+            # One file system per component, released with it (as ZenMLS3Filesystem does).
+            skip_instance_cache=True,
+            **self.config.store_options(),
+        )
+
+    @property
+    def filesystem(self) -> CASFileSystem:
+        """The :class:`CASFileSystem` of this store; rebuilt when a connector's credentials expire."""
+        if self._filesystem and not self.connector_has_expired():
+            return self._filesystem
+        with self._filesystem_lock:
+            if self._filesystem and not self.connector_has_expired():
+                return self._filesystem
+            self._filesystem = CASFileSystem(**self._build_filesystem_kwargs())
+            return self._filesystem
+
+    def cleanup(self) -> None:
+        """Release the S3 connections and the cache's database handles.
+
+        Both reopen on the next use, so the store stays usable (ZenML calls this from
+        the step-log exporter while the step's store may still be in use).
+        """
+        with self._filesystem_lock:
+            if self._filesystem is not None:
+                _close(self._filesystem)
+
+    # -- BaseArtifactStore --------------------------------------------------------------
+
+    def open(self, path: PathType, mode: str = "r") -> Any:
+        """Open a file: ``rb``/``wb`` and text ``r``/``w`` (files are immutable: no ``a``)."""
+        return self.filesystem.open(path=path, mode=mode)
+
+    def copyfile(self, src: PathType, dst: PathType, overwrite: bool = False) -> None:
+        """Copy a file: publishes the same content under ``dst``; no bytes move."""
+        if not overwrite and self.filesystem.exists(dst):
+            raise FileExistsError(
+                f"Unable to copy to destination '{convert_to_str(dst)}', "
+                f"file already exists. Set `overwrite=True` to copy anyway."
+            )
+        self.filesystem.copy(path1=src, path2=dst)
+
+    def exists(self, path: PathType) -> bool:
+        """Whether a file or directory exists."""
+        return self.filesystem.exists(path=path)
+
+    def glob(self, pattern: PathType) -> list[PathType]:
+        """Paths matching a glob pattern (``*``, ``?``, ``[...]``, ``**``), as full URIs."""
+        return [_uri(path) for path in self.filesystem.glob(path=pattern)]
+
+    def isdir(self, path: PathType) -> bool:
+        """Whether a path is a directory (directories are implied by the files below them)."""
+        return self.filesystem.isdir(path=path)
+
+    def listdir(self, path: PathType) -> list[PathType]:
+        """Names (basenames) of the files and directories in a directory.
+
+        Raises FileNotFoundError for a missing directory.
+        """
+        base = self.filesystem._strip_protocol(convert_to_str(path))
+        names: list[PathType] = []
+        for info in self.filesystem.listdir(path=path):
+            name = str(info["name"]).rstrip("/")
+            if name == base:  # the path is a file: it lists as itself, as in s3fs
+                continue
+            names.append(name[len(base) + 1 :] if name.startswith(base + "/") else name.rsplit("/", 1)[-1])
+        return names
+
+    def makedirs(self, path: PathType) -> None:
+        """Nothing to create: directories are implied by their files, as in S3."""
+        self.filesystem.makedirs(path=path, exist_ok=True)
+
+    def mkdir(self, path: PathType) -> None:
+        """Nothing to create: directories are implied by their files, as in S3."""
+        self.filesystem.makedir(path=path)
+
+    def remove(self, path: PathType) -> None:
+        """Remove a file (its manifest entry; the content stays for garbage collection)."""
+        self.filesystem.rm_file(path=path)
+
+    def rename(self, src: PathType, dst: PathType, overwrite: bool = False) -> None:
+        """Rename a file: publishes its entry under ``dst`` and removes ``src``; no bytes move."""
+        if not overwrite and self.filesystem.exists(dst):
+            raise FileExistsError(
+                f"Unable to rename file to '{convert_to_str(dst)}', "
+                f"file already exists. Set `overwrite=True` to rename anyway."
+            )
+        self.filesystem.rename(path1=src, path2=dst)
+
+    def rmtree(self, path: PathType) -> None:
+        """Remove a directory and everything below it."""
+        self.filesystem.delete(path=path, recursive=True)
+
+    def stat(self, path: PathType) -> dict[str, Any]:
+        """fsspec info of a path: name, size, type, LastModified, algorithm, digest, inline."""
+        return self.filesystem.stat(path=path)
+
+    def size(self, path: PathType) -> int:
+        """Size of a file in bytes (0 for a directory, as in the S3 flavor)."""
+        return int(self.filesystem.size(path=path) or 0)
+
+    def walk(
+        self,
+        top: PathType,
+        topdown: bool = True,
+        onerror: Callable[..., None] | None = None,
+    ) -> Iterable[tuple[PathType, list[PathType], list[PathType]]]:
+        """Walk a directory tree like ``os.walk``, yielding full ``s3cas://`` directory URIs.
+
+        Unlike the S3 flavor, ``topdown`` and ``onerror`` are honoured.
+        """
+        on_error: Any = onerror if onerror is not None else "omit"
+        walk = self.filesystem.walk(path=top, topdown=topdown, on_error=on_error)
+        for directory, subdirectories, files in walk:
+            yield _uri(directory), subdirectories, files
+
+
+def _uri(path: str) -> str:
+    return path if path.startswith(SCHEME) else f"{SCHEME}{path}"
+
+
+def _close(fs: CASFileSystem) -> None:
+    """Close the file system's S3 client session and cache handles; both reopen on use.
+
+    CASFileSystem has no close() of its own (yet): this reaches into s3fs the way ZenML's
+    ``ZenMLS3Filesystem.close`` does, tolerating a session that is already closed.
+    """
+    s3fs_fs = fs.s3.fs
+    creator = getattr(s3fs_fs, "_s3creator", None)
+    if creator is not None:
+
+        async def _aexit() -> None:
+            with contextlib.suppress(AssertionError):  # "Session was never entered": closed already
+                await creator.__aexit__(None, None, None)
+
+        try:
+            sync(s3fs_fs.loop, _aexit, timeout=10)
+        except Exception as exc:
+            log.debug("closing the S3 session of %s failed: %r", fs.root, exc)
+        s3fs_fs._s3creator = None
+        s3fs_fs._s3 = None
+    fs.cache.close()
+
+
+class S3CASArtifactStoreFlavor(BaseArtifactStoreFlavor):
+    """The ``s3cas`` flavor: content-addressed, cached artifact storage on S3."""
+
+    @property
+    def name(self) -> str:
+        """Name of the flavor."""
+        return FLAVOR_NAME
+
+    @property
+    def display_name(self) -> str:
+        """Display name of the flavor."""
+        return "S3 (content-addressed, cached)"
+
+    @property
+    def service_connector_requirements(self) -> ServiceConnectorRequirements | None:
+        """An AWS connector giving access to the bucket of ``path`` (the ``bucket`` field:
+        the AWS connector accepts bucket names and ``s3://`` URIs, not ``s3cas://``)."""
+        return ServiceConnectorRequirements(resource_type="s3-bucket", resource_id_attr="bucket")
+
+    @property
+    def docs_url(self) -> str | None:
+        """A URL to point at docs explaining this flavor."""
+        return None
+
+    @property
+    def sdk_docs_url(self) -> str | None:
+        """A URL to point at SDK docs explaining this flavor."""
+        return None
+
+    @property
+    def logo_url(self) -> str:
+        """The S3 logo, as used by ZenML's S3 flavor."""
+        return "https://public-flavor-logos.s3.eu-central-1.amazonaws.com/artifact_store/aws.png"
+
+    @property
+    def config_class(self) -> type[S3CASArtifactStoreConfig]:
+        """The config class of the flavor."""
+        return S3CASArtifactStoreConfig
+
+    @property
+    def implementation_class(self) -> type[S3CASArtifactStore]:
+        """The implementation class of the flavor."""
+        return S3CASArtifactStore
+

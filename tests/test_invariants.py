@@ -1,0 +1,230 @@
+"""The invariants of DESIGN.md, checked against requests moto actually received."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from s3servers import MotoServer
+
+from cas_store import CASFileSystem, IntegrityError
+from cas_store.hashing import hash_bytes
+
+from conftest import FSFactory
+
+BLOBS = "store/blobs/"
+MANIFEST = "store/manifest/"
+
+
+@pytest.fixture
+def server(moto: MotoServer) -> MotoServer:
+    """These tests count requests, which only the moto fixture records."""
+    return moto
+
+
+def _blob_objects(s3client: Any, bucket: str) -> list[dict[str, Any]]:
+    resp = s3client.list_objects_v2(Bucket=bucket, Prefix=BLOBS)
+    return list(resp.get("Contents", []))
+
+
+def test_identical_content_is_stored_once(
+    fs: CASFileSystem, root: str, moto: MotoServer, s3client: Any, bucket: str, make_fs: FSFactory, tmp_path: Path
+) -> None:
+    data = os.urandom(300_000)
+    fs.pipe(f"{root}/run1/model.bin", data)
+    with moto.record() as log:
+        fs.pipe(f"{root}/run2/model.bin", data)
+    blobs = _blob_objects(s3client, bucket)
+    assert len(blobs) == 1
+    assert blobs[0]["Size"] == len(data)
+    assert blobs[0]["Key"] == f"store/blobs/xxh128/{hash_bytes('xxh128', data)[:2]}/" + \
+        f"{hash_bytes('xxh128', data)[2:4]}/{hash_bytes('xxh128', data)}"
+    # Known locally: no blob request at all, just the manifest entry.
+    assert log.count(key_prefix=BLOBS) == 0, log.summary()
+    assert log.count("PUT", key_prefix=MANIFEST) == 1
+    # Another machine (empty cache) finds it with one HEAD and uploads nothing.
+    other = make_fs(cache_dir=str(tmp_path / "other-cache"))
+    with moto.record() as log:
+        other.pipe(f"{root}/run3/model.bin", data)
+    assert log.count("HEAD", key_prefix=BLOBS) == 1, log.summary()
+    assert log.count("PUT", key_prefix=BLOBS) == 0 and log.count("POST", key_prefix=BLOBS) == 0, log.summary()
+    assert len(_blob_objects(s3client, bucket)) == 1
+
+
+def test_entry_is_published_only_after_the_blob_is_durable(
+    make_fs: FSFactory, root: str, moto: MotoServer
+) -> None:
+    fs = make_fs(part_size=5 * 2**20)
+    fs.pipe(f"{root}/warmup", b"initialises the marker")
+    with moto.record() as log:
+        fs.pipe(f"{root}/big.bin", os.urandom(11 * 2**20))  # multipart: several blob requests
+    keys = [(r.method, r.key or "", r.query) for r in log.requests]
+    blob_writes = [i for i, (m, k, _) in enumerate(keys) if k.startswith(BLOBS) and m in ("PUT", "POST")]
+    manifest_puts = [i for i, (m, k, _) in enumerate(keys) if k.startswith(MANIFEST) and m == "PUT"]
+    assert blob_writes and manifest_puts == [len(keys) - 1], log.summary()
+    assert max(blob_writes) < manifest_puts[0]
+    # The upload was a conditional create, completed before the entry was written.
+    complete = [r for r in log.requests if r.method == "POST" and "uploadId" in r.query]
+    assert complete and complete[0].if_none_match == "*", log.summary()
+
+
+def test_warm_read_makes_no_blob_request(fs: CASFileSystem, root: str, moto: MotoServer, make_fs: FSFactory, tmp_path: Path) -> None:
+    data = os.urandom(500_000)
+    fs.pipe(f"{root}/data.bin", data)
+    cold = make_fs(cache_dir=str(tmp_path / "cold-cache"))
+    with moto.record() as log:
+        assert cold.cat(f"{root}/data.bin") == data
+    assert log.count("GET", key_prefix=BLOBS) == 1, log.summary()
+    with moto.record() as log:
+        assert cold.cat(f"{root}/data.bin") == data
+        with cold.open(f"{root}/data.bin", "rb") as f:
+            f.seek(1000)
+            assert f.read(10) == data[1000:1010]
+    assert log.count(key_prefix=BLOBS) == 0, log.summary()
+    assert log.count("GET", key_prefix=MANIFEST) == 2  # one small entry GET per open
+
+
+def test_small_files_cost_what_plain_s3_costs(fs: CASFileSystem, root: str, moto: MotoServer) -> None:
+    fs.pipe(f"{root}/warmup", b"x")  # the first write creates the store marker
+    with moto.record() as log:
+        fs.pipe(f"{root}/small.json", b"{}" * 2048)
+    assert len(log.requests) == 1, log.summary()  # one PUT, as with plain S3
+    with moto.record() as log:
+        assert fs.cat(f"{root}/small.json") == b"{}" * 2048
+        assert fs.exists(f"{root}/small.json")
+    assert len(log.requests) == 2, log.summary()  # one GET each, as plain S3's GET and HEAD
+
+
+def _cache_files(fs: CASFileSystem) -> list[Path]:
+    return sorted(Path(fs.cache.directory, "blobs").rglob("*.val"))
+
+
+def test_modified_cache_file_is_detected_and_refetched(fs: CASFileSystem, root: str, moto: MotoServer) -> None:
+    data = os.urandom(200_000)
+    fs.pipe(f"{root}/f.bin", data)
+    (cached,) = _cache_files(fs)
+    with open(cached, "r+b") as f:
+        f.write(b"garbage")
+    with moto.record() as log:
+        assert fs.cat(f"{root}/f.bin") == data
+    assert log.count("GET", key_prefix=BLOBS) == 1, log.summary()  # refetched from S3
+    assert fs.cat(f"{root}/f.bin") == data
+
+
+def test_silent_corruption_is_caught_by_the_digest_check(fs: CASFileSystem, root: str, moto: MotoServer) -> None:
+    data = os.urandom(200_000)
+    fs.pipe(f"{root}/f.bin", data)
+    (cached,) = _cache_files(fs)
+
+    def rot() -> None:  # bit rot: bytes change, size and mtime do not
+        st = os.stat(cached)
+        with open(cached, "r+b") as f:
+            f.seek(1234)
+            f.write(bytes([data[1234] ^ 0xFF]))
+        os.utime(cached, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    rot()
+    # A whole read is checked before anything is returned, and repaired from S3.
+    assert fs.cat(f"{root}/f.bin") == data
+    (cached,) = _cache_files(fs)
+    rot()
+    # A streamed read cannot take back bytes it handed out: it raises at the end...
+    with pytest.raises(IntegrityError, match="corrupt"), fs.open(f"{root}/f.bin", "rb") as f:
+        while f.read(65536):
+            pass
+    # ...and the bad copy is gone, so the next read is right.
+    with moto.record() as log:
+        assert fs.cat(f"{root}/f.bin") == data
+    assert log.count("GET", key_prefix=BLOBS) == 1
+
+
+def test_corrupt_blob_in_s3_is_an_integrity_error(
+    fs: CASFileSystem, root: str, s3client: Any, bucket: str, make_fs: FSFactory, tmp_path: Path
+) -> None:
+    data = os.urandom(100_000)
+    fs.pipe(f"{root}/f.bin", data)
+    (blob,) = _blob_objects(s3client, bucket)
+    s3client.put_object(Bucket=bucket, Key=blob["Key"], Body=b"x" * len(data))
+    cold = make_fs(cache_dir=str(tmp_path / "cold"))
+    with pytest.raises(IntegrityError, match="corrupt in S3"):
+        cold.cat(f"{root}/f.bin")
+    assert _cache_files(cold) == []  # never cached
+    assert list(Path(cold.cache.tmp_dir).iterdir()) == []
+
+
+def test_missing_blob_is_an_integrity_error(
+    fs: CASFileSystem, root: str, s3client: Any, bucket: str, make_fs: FSFactory, tmp_path: Path
+) -> None:
+    fs.pipe(f"{root}/f.bin", os.urandom(100_000))
+    (blob,) = _blob_objects(s3client, bucket)
+    s3client.delete_object(Bucket=bucket, Key=blob["Key"])
+    with pytest.raises(IntegrityError, match="missing"):
+        make_fs(cache_dir=str(tmp_path / "cold")).cat(f"{root}/f.bin")
+
+
+def test_write_adopts_the_spool_file_into_the_cache(fs: CASFileSystem, root: str, moto: MotoServer) -> None:
+    data = os.urandom(300_000)
+    fs.pipe(f"{root}/f.bin", data)
+    (cached,) = _cache_files(fs)
+    assert cached.read_bytes() == data
+    assert list(Path(fs.cache.tmp_dir).iterdir()) == []
+    with moto.record() as log:
+        assert fs.cat(f"{root}/f.bin") == data
+    assert log.count(key_prefix=BLOBS) == 0
+
+
+MEMORY_PROBE = textwrap.dedent(
+    """
+    import os, sys
+    from cas_store import CASFileSystem
+
+    def hwm():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+
+    endpoint, bucket, cache, size, mode = sys.argv[1:6]
+    size = int(size)
+    fs = CASFileSystem(root=f"s3cas://{bucket}/store", key="testing", secret="testing",
+                       client_kwargs={"endpoint_url": endpoint}, cache_dir=cache)
+    fs.pipe(f"s3cas://{bucket}/store/warmup-{mode}", os.urandom(100_000))  # imports, pools, marker
+    fs.cat(f"s3cas://{bucket}/store/warmup-{mode}")
+    block = os.urandom(4 * 2**20)
+    base = hwm()
+    if mode == "write":
+        with fs.open(f"s3cas://{bucket}/store/big", "wb") as f:
+            for _ in range(size // len(block)):
+                f.write(block)
+    else:
+        n = 0
+        with fs.open(f"s3cas://{bucket}/store/big", "rb") as f:
+            while chunk := f.read(2**20):
+                n += len(chunk)
+        assert n == size
+    print(hwm() - base)
+    """
+)
+
+
+@pytest.mark.timeout(240)
+def test_memory_does_not_grow_with_file_size(moto: MotoServer, bucket: str, tmp_path: Path) -> None:
+    """Invariant 5: peak RSS growth of a fresh process writing, then reading (empty cache)
+    a 256 MiB file stays far below the file size."""
+    size = 256 * 2**20
+    growth = {}
+    for mode in ("write", "read"):
+        out = subprocess.run(
+            [sys.executable, "-c", MEMORY_PROBE, moto.endpoint_url, bucket, str(tmp_path / mode), str(size), mode],
+            capture_output=True, text=True, timeout=220, check=False, env=os.environ.copy(),
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        growth[mode] = int(out.stdout.strip().splitlines()[-1])
+    # The transfer window (about 2 x max_concurrency x part_size = 64 MiB) plus slack.
+    assert growth["write"] < 80 * 2**20, growth
+    assert growth["read"] < 80 * 2**20, growth
