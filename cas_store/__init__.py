@@ -7,8 +7,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from cas_store.config import StoreConfig  # noqa: E402
-from cas_store.errors import (  # noqa: E402
+from cas_store.config import StoreConfig
+from cas_store.errors import (
     BucketNotFoundError,
     CASStoreError,
     CredentialsError,
@@ -17,7 +17,7 @@ from cas_store.errors import (  # noqa: E402
     InvalidPathError,
     StoreOfflineError,
 )
-from cas_store.filesystem import CASFileSystem  # noqa: E402
+from cas_store.filesystem import CASFileSystem
 
 __all__ = [
     "BucketNotFoundError",

@@ -67,7 +67,9 @@ class BlobStore:
                 log.debug("blob %s was stored concurrently by another writer", digest)
                 return
             if self._conditional and is_not_implemented(exc):
-                log.info("S3 (%s) does not implement If-None-Match; uploading unconditionally", self.s3.endpoint)
+                log.info(
+                    "S3 (%s) does not implement If-None-Match; uploading unconditionally", self.s3.endpoint
+                )
                 self._conditional = False
                 put("overwrite")
                 return

@@ -111,9 +111,11 @@ class Mirror:
             )
 
     def get_entry(self, store: str, rel: str) -> tuple[bytes, str, float] | None:
-        row = self._connect().execute(
-            "SELECT entry, etag, modified FROM entries WHERE store = ? AND rel = ?", (store, rel)
-        ).fetchone()
+        row = (
+            self._connect()
+            .execute("SELECT entry, etag, modified FROM entries WHERE store = ? AND rel = ?", (store, rel))
+            .fetchone()
+        )
         return None if row is None else (bytes(row[0]), row[1], row[2])
 
     def delete_entries(self, store: str, rels: Iterable[str]) -> None:
@@ -142,9 +144,11 @@ class Mirror:
         )
 
     def knows_blob(self, store: str, key: str, max_age: float) -> bool:
-        row = self._connect().execute(
-            "SELECT seen FROM remote_blobs WHERE store = ? AND key = ?", (store, key)
-        ).fetchone()
+        row = (
+            self._connect()
+            .execute("SELECT seen FROM remote_blobs WHERE store = ? AND key = ?", (store, key))
+            .fetchone()
+        )
         return row is not None and time.time() - row[0] < max_age
 
     def forget_blob(self, store: str, key: str) -> None:

@@ -92,11 +92,15 @@ class StoreConfig:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> StoreConfig:
         """Build from fsspec storage options, accepting s3fs's names (``key``, ``secret``, ``token``)."""
-        aliases = {"key": "aws_access_key_id", "secret": "aws_secret_access_key", "token": "aws_session_token"}
+        aliases = {
+            "key": "aws_access_key_id",
+            "secret": "aws_secret_access_key",
+            "token": "aws_session_token",
+        }
         known = {f.name for f in fields(cls)}
         kwargs: dict[str, Any] = {}
-        for name, value in options.items():
-            name = aliases.get(name, name)
+        for given, value in options.items():
+            name = aliases.get(given, given)
             if name not in known:
                 raise TypeError(
                     f"unknown cas_store option {name!r}; known options: {', '.join(sorted(known))}"

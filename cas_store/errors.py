@@ -45,4 +45,3 @@ class BucketNotFoundError(CASStoreError, FileNotFoundError):
 
 class CredentialsError(CASStoreError, PermissionError):
     """S3 rejected or could not find the credentials (never included in the message)."""
-

@@ -7,6 +7,7 @@ whenever the whole content passes through it in order.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections.abc import Callable
@@ -29,7 +30,7 @@ class WriteFile(io.BufferedIOBase):
         path: str,
         spool: tuple[int, str],
         algorithm: str,
-        commit: Callable[[str, str, int], None],
+        commit: Callable[[str, str, int], object],
     ) -> None:
         super().__init__()
         self.path = path
@@ -209,7 +210,5 @@ class ReadFile(io.BufferedIOBase):
 
 
 def _unlink_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass

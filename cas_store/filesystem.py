@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
-from typing import Any, BinaryIO
+from typing import Any
 
 from fsspec.spec import AbstractFileSystem
 from fsspec.utils import stringify_path
@@ -21,7 +22,14 @@ from cas_store.store import Store
 log = logging.getLogger(__name__)
 
 # fsspec's own instance options, not ours.
-_FSSPEC_OPTIONS = {"skip_instance_cache", "use_listings_cache", "listings_expiry_time", "max_paths", "asynchronous", "loop"}
+_FSSPEC_OPTIONS = {
+    "skip_instance_cache",
+    "use_listings_cache",
+    "listings_expiry_time",
+    "max_paths",
+    "asynchronous",
+    "loop",
+}
 
 
 class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
@@ -173,13 +181,16 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
             return []
         prefix = store.root.logical_path(rel)
         prune = [
-            r for r, *_ in store.cache.mirror.entries_under(store.id, rel)
+            r
+            for r, *_ in store.cache.mirror.entries_under(store.id, rel)
             if "/" not in r[len(rel) + 1 if rel else 0 :]
         ]
         present = {item.rel for item in listed}
         store.cache.mirror.delete_entries(store.id, [r for r in prune if r not in present])
         if not detail:
-            names = [store.root.logical_path(i.rel) for i in listed] + [store.root.logical_path(d) for d in dirs]
+            names = [store.root.logical_path(i.rel) for i in listed] + [
+                store.root.logical_path(d) for d in dirs
+            ]
             return sorted(names)
         out = [self._file_info(store, r) for r in self._records(store, listed)]
         out += [self._dir_info(store, d) for d in dirs]
@@ -203,7 +214,9 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
             if "/" in tail:
                 dirs.add((rel + "/" if rel else "") + tail.split("/", 1)[0])
             else:
-                record = Record(child, Entry.decode(data, child), etag, dt.datetime.fromtimestamp(modified, dt.UTC))
+                record = Record(
+                    child, Entry.decode(data, child), etag, dt.datetime.fromtimestamp(modified, dt.UTC)
+                )
                 files.append(self._file_info(store, record))
         out = files + [self._dir_info(store, d) for d in sorted(dirs)]
         out.sort(key=lambda i: i["name"])
@@ -231,7 +244,8 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
         if listed is None:
             rows = store.cache.mirror.entries_under(store.id, rel)
             items = [
-                (r, Record(r, Entry.decode(d, r), e, dt.datetime.fromtimestamp(m, dt.UTC))) for r, d, e, m in rows
+                (r, Record(r, Entry.decode(d, r), e, dt.datetime.fromtimestamp(m, dt.UTC)))
+                for r, d, e, m in rows
             ]
             if not items and rel:
                 record = store.mirrored(rel)
@@ -264,9 +278,9 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
                     d = "/".join(parts[:i])
                     name = store.root.logical_path(d)
                     out.setdefault(name, self._dir_info(store, d))
-        if withdirs and rel and out and store.root.logical_path(rel) not in out:
-            if any(k.startswith(store.root.logical_path(rel) + "/") for k in out):
-                out[store.root.logical_path(rel)] = self._dir_info(store, rel)
+        here = store.root.logical_path(rel)
+        if withdirs and rel and any(k.startswith(here + "/") for k in out):
+            out.setdefault(here, self._dir_info(store, rel))  # as fsspec: a directory finds itself
         names = sorted(out)
         return {n: out[n] for n in names} if detail else names
 
@@ -280,7 +294,7 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
         autocommit: bool = True,
         cache_options: dict[str, Any] | None = None,
         **kwargs: Any,
-    ) -> BinaryIO:
+    ) -> io.BufferedIOBase:
         store, rel = self._locate(path)
         display = f"{store.root.uri}/{rel}"
         if mode == "rb":
@@ -294,8 +308,10 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
             return store.open_read(record, display)
         if mode == "wb":
             if not autocommit:
-                raise NotImplementedError("cas_store publishes on close(); fsspec transactions are not supported")
-            return store.open_write(rel, display)  # type: ignore[return-value]
+                raise NotImplementedError(
+                    "cas_store publishes on close(); fsspec transactions are not supported"
+                )
+            return store.open_write(rel, display)
         raise ValueError(
             f"mode {mode!r} is not supported: files are immutable content; use 'rb' or 'wb' "
             "(text modes 'r' and 'w' work too)"
@@ -374,4 +390,3 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     def invalidate_cache(self, path: str | None = None) -> None:
         """No listings are cached: every listing asks S3 (or the mirror, offline)."""
-

@@ -30,7 +30,7 @@ def _blake3() -> Hasher:
         raise ImportError(
             "hash algorithm 'blake3' needs the blake3 package: pip install 'cas_store[blake3]'"
         ) from exc
-    return blake3.blake3(max_threads=blake3.blake3.AUTO)  # type: ignore[no-any-return]
+    return blake3.blake3(max_threads=blake3.blake3.AUTO)
 
 
 ALGORITHMS: dict[str, Callable[[], Hasher]] = {
@@ -84,8 +84,4 @@ def hash_file(algorithm: str, fileobj: BinaryIO) -> tuple[str, int]:
 def is_valid_digest(algorithm: str, digest: str) -> bool:
     """True if ``digest`` looks like a lowercase hex digest of ``algorithm``."""
     expected = DIGEST_HEX_LENGTH.get(algorithm)
-    return (
-        expected is not None
-        and len(digest) == expected
-        and all(c in "0123456789abcdef" for c in digest)
-    )
+    return expected is not None and len(digest) == expected and all(c in "0123456789abcdef" for c in digest)

@@ -60,9 +60,7 @@ class Root:
             raise InvalidPathError(f"the store root {self.uri} is a directory, not a file")
         key = self.key(MANIFEST_DIR, rel)
         if len(key.encode()) > MAX_KEY_BYTES:
-            raise InvalidPathError(
-                f"path {rel!r} is too long: its S3 key would exceed {MAX_KEY_BYTES} bytes"
-            )
+            raise InvalidPathError(f"path {rel!r} is too long: its S3 key would exceed {MAX_KEY_BYTES} bytes")
         return key
 
     def manifest_dir_key(self, rel: str) -> str:
@@ -86,8 +84,7 @@ class Root:
         own = split_path(self.path)
         if segments[: len(own)] != own:
             raise InvalidPathError(
-                f"path {path!r} is outside the store root {self.uri}; "
-                f"use a path that starts with {self.uri}/"
+                f"path {path!r} is outside the store root {self.uri}; use a path that starts with {self.uri}/"
             )
         return "/".join(segments[len(own) :])
 

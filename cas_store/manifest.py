@@ -117,9 +117,7 @@ class ManifestStore:
     def list_dir(self, rel: str) -> tuple[list[Listed], list[str]]:
         """Files directly in directory ``rel`` and the names of its subdirectories."""
         prefix = self.root.manifest_dir_key(rel)
-        pages = self.s3.run(
-            f"listing {self.root.uri}/{rel}", lambda: self._pages(prefix, Delimiter="/")
-        )
+        pages = self.s3.run(f"listing {self.root.uri}/{rel}", lambda: self._pages(prefix, Delimiter="/"))
         files = [f for page in pages for f in self._listed(page.get("Contents", []))]
         prefixes = [
             self.root.rel_from_manifest_key(p["Prefix"])

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -143,7 +143,7 @@ class S3:
         if self.is_offline():
             raise self.offline_error(what)
         try:
-            return sync(self.fs.loop, _await, coro_fn)
+            return cast(T, sync(self.fs.loop, _await, coro_fn))
         except CASStoreError:
             raise
         except Exception as exc:

@@ -80,7 +80,9 @@ class Store:
         if not create:
             return None
         self._check_prefix_empty()
-        marker = Marker(FORMAT_VERSION, self.config.hash_algorithm or DEFAULT_ALGORITHM, f"cas_store {__version__}")
+        marker = Marker(
+            FORMAT_VERSION, self.config.hash_algorithm or DEFAULT_ALGORITHM, f"cas_store {__version__}"
+        )
         body = marker.encode()
         try:
             self.s3.call(
@@ -97,8 +99,12 @@ class Store:
                 raise
             if is_not_implemented(exc):
                 self.s3.call(
-                    f"creating the store {self.root.uri}", "put_object",
-                    Bucket=self.root.bucket, Key=key, Body=body, ContentType="application/json",
+                    f"creating the store {self.root.uri}",
+                    "put_object",
+                    Bucket=self.root.bucket,
+                    Key=key,
+                    Body=body,
+                    ContentType="application/json",
                 )
         # Read back: on servers that ignore If-None-Match the last concurrent creator wins,
         # and everyone must then use what is really there.
@@ -122,7 +128,10 @@ class Store:
         prefix = self.root.key() + "/" if self.root.prefix else ""
         resp = self.s3.call(
             f"checking {self.root.uri} before creating a store there",
-            "list_objects_v2", Bucket=self.root.bucket, Prefix=prefix, MaxKeys=1,
+            "list_objects_v2",
+            Bucket=self.root.bucket,
+            Prefix=prefix,
+            MaxKeys=1,
         )
         if resp.get("Contents"):
             raise IncompatibleStoreError(
@@ -221,7 +230,7 @@ class Store:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def open_read(self, record: Record, display_path: str) -> BinaryIO:
+    def open_read(self, record: Record, display_path: str) -> io.BufferedIOBase:
         entry = record.entry
         if entry.inline is not None:
             if hash_bytes(entry.algorithm, entry.inline) != entry.digest:
@@ -271,7 +280,8 @@ class Store:
                     f"blob s3://{self.root.bucket}/{self.root.blob_key(algorithm, chunk.digest)} "
                     f"is corrupt in S3 (got {size} bytes hashing to {digest}); write the file again"
                 )
-            handle = open(tmp, "rb")  # before adoption, so eviction cannot pull it away
+            # Opened before adoption, so that eviction cannot pull the file away from us.
+            handle = open(tmp, "rb")  # noqa: SIM115 - returned to the caller, who closes it
             self.cache.adopt(algorithm, chunk.digest, tmp)
             return handle
         except BaseException:
@@ -335,7 +345,9 @@ class _ChunkedReader(io.BufferedIOBase):
             index = bisect.bisect_right(self._starts, self._pos) - 1
             handle = self._handle(index)
             handle.seek(self._pos - self._starts[index])
-            data = handle.read(min(end - self._pos, self._entry.chunks[index].size - (self._pos - self._starts[index])))
+            data = handle.read(
+                min(end - self._pos, self._entry.chunks[index].size - (self._pos - self._starts[index]))
+            )
             if not data:
                 raise IntegrityError(f"chunk {index} of {self.path} is shorter than its entry says")
             parts.append(data)

@@ -59,7 +59,7 @@ FLAVOR_NAME = "s3cas"
 
 register_scheme()
 
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(StoreConfig)}
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(StoreConfig)}
 
 #: StoreConfig fields given to CASFileSystem from the same-named config field.
 STORE_OPTION_FIELDS = (
@@ -246,7 +246,7 @@ class S3CASArtifactStore(BaseArtifactStore, AuthenticationMixin):
         """
         connector = self.get_connector()
         if connector:
-            from botocore.client import BaseClient
+            from botocore.client import BaseClient  # type: ignore[import-untyped,unused-ignore]
 
             client = connector.connect()
             if not isinstance(client, BaseClient):
@@ -389,7 +389,7 @@ class S3CASArtifactStore(BaseArtifactStore, AuthenticationMixin):
 
     def stat(self, path: PathType) -> dict[str, Any]:
         """fsspec info of a path: name, size, type, LastModified, algorithm, digest, inline."""
-        return self.filesystem.stat(path=path)
+        return cast(dict[str, Any], self.filesystem.stat(path=path))
 
     def size(self, path: PathType) -> int:
         """Size of a file in bytes (0 for a directory, as in the S3 flavor)."""
@@ -481,4 +481,3 @@ class S3CASArtifactStoreFlavor(BaseArtifactStoreFlavor):
     def implementation_class(self) -> type[S3CASArtifactStore]:
         """The implementation class of the flavor."""
         return S3CASArtifactStore
-

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from s3servers import MotoServer
 
 from cas_store import CASFileSystem
@@ -24,7 +23,9 @@ def server(moto: MotoServer) -> MotoServer:
 
 
 def _blobs(s3client: Any, bucket: str) -> list[str]:
-    return [o["Key"] for o in s3client.list_objects_v2(Bucket=bucket, Prefix="store/blobs/").get("Contents", [])]
+    return [
+        o["Key"] for o in s3client.list_objects_v2(Bucket=bucket, Prefix="store/blobs/").get("Contents", [])
+    ]
 
 
 def test_threads_writing_identical_content_store_one_blob(
@@ -79,7 +80,10 @@ def test_processes_share_one_store_and_one_cache(
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", WORKER, moto.endpoint_url, root, cache, str(w)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=os.environ.copy(),
         )
         for w in range(1, 5)
     ]
@@ -92,7 +96,11 @@ def test_processes_share_one_store_and_one_cache(
     # One blob for the shared content plus one per distinct contended version.
     assert len(keys) == 1 + 4
     reader = CASFileSystem(
-        root=root, key="testing", secret="testing", client_kwargs={"endpoint_url": moto.endpoint_url},
-        cache_dir=cache, skip_instance_cache=True,
+        root=root,
+        key="testing",
+        secret="testing",
+        client_kwargs={"endpoint_url": moto.endpoint_url},
+        cache_dir=cache,
+        skip_instance_cache=True,
     )
     assert reader.cat(f"{root}/p3/same-4.bin") == shared

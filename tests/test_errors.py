@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
+from conftest import FSFactory
 from s3servers import MotoServer, SeaweedServer, boto3_client, make_bucket
 
 from cas_store import (
@@ -21,8 +21,6 @@ from cas_store import (
     StoreConfig,
 )
 
-from conftest import FSFactory
-
 
 @pytest.fixture
 def server(moto: MotoServer) -> MotoServer:
@@ -31,10 +29,14 @@ def server(moto: MotoServer) -> MotoServer:
 
 def test_missing_bucket(moto: MotoServer, tmp_path: Path) -> None:
     fs = CASFileSystem(
-        root="s3cas://no-such-bucket-here/x", key="testing", secret="testing",
-        client_kwargs={"endpoint_url": moto.endpoint_url}, cache_dir=str(tmp_path), skip_instance_cache=True,
+        root="s3cas://no-such-bucket-here/x",
+        key="testing",
+        secret="testing",
+        client_kwargs={"endpoint_url": moto.endpoint_url},
+        cache_dir=str(tmp_path),
+        skip_instance_cache=True,
     )
-    with pytest.raises(BucketNotFoundError, match="does not exist.*create it"):
+    with pytest.raises(BucketNotFoundError, match=r"does not exist.*create it"):
         fs.pipe("s3cas://no-such-bucket-here/x/f", b"1")
     with pytest.raises(BucketNotFoundError):
         fs.ls("s3cas://no-such-bucket-here/x")
@@ -43,7 +45,7 @@ def test_missing_bucket(moto: MotoServer, tmp_path: Path) -> None:
 def test_incompatible_marker(fs: CASFileSystem, root: str, s3client: Any, bucket: str) -> None:
     marker = {"format": "cas_store", "version": 7, "hash_algorithm": "xxh128"}
     s3client.put_object(Bucket=bucket, Key="store/cas-store.json", Body=json.dumps(marker).encode())
-    with pytest.raises(IncompatibleStoreError, match="version 7.*upgrade"):
+    with pytest.raises(IncompatibleStoreError, match=r"version 7.*upgrade"):
         fs.pipe(f"{root}/f", b"x")
     with pytest.raises(IncompatibleStoreError):
         fs.cat(f"{root}/f")
@@ -63,12 +65,14 @@ def test_configured_algorithm_must_match_the_store(
     keys = [o["Key"] for o in s3client.list_objects_v2(Bucket=bucket, Prefix="store/blobs/")["Contents"]]
     assert keys[0].startswith("store/blobs/sha256/")
     assert make_fs().cat(f"{root}/f")  # no algorithm configured: the store's is used
-    with pytest.raises(IncompatibleStoreError, match="sha256.*xxh128|xxh128.*sha256"):
+    with pytest.raises(IncompatibleStoreError, match=r"sha256.*xxh128"):
         make_fs(hash_algorithm="xxh128", cache_dir=str(tmp_path / "other")).pipe(f"{root}/g", b"x")
 
 
 @pytest.mark.parametrize("algorithm", ["blake3", "sha256"])
-def test_cryptographic_algorithms_work_end_to_end(make_fs: FSFactory, root: str, algorithm: str, tmp_path: Path) -> None:
+def test_cryptographic_algorithms_work_end_to_end(
+    make_fs: FSFactory, root: str, algorithm: str, tmp_path: Path
+) -> None:
     data = os.urandom(200_000)
     make_fs(hash_algorithm=algorithm).pipe(f"{root}/f", data)
     cold = make_fs(cache_dir=str(tmp_path / "cold"))
@@ -91,7 +95,9 @@ SECRET = "SEKRET-do-not-leak-9f8e7d"
 
 
 @pytest.mark.seaweedfs
-def test_wrong_credentials_and_no_leaks(seaweedfs: SeaweedServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_wrong_credentials_and_no_leaks(
+    seaweedfs: SeaweedServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """SeaweedFS checks signatures (moto does not): a wrong secret is a CredentialsError,
     and the secret appears in no log record, error, repr, cache file or bucket object."""
     caplog.set_level(logging.DEBUG)
@@ -99,8 +105,12 @@ def test_wrong_credentials_and_no_leaks(seaweedfs: SeaweedServer, tmp_path: Path
     make_bucket(seaweedfs.endpoint_url, bucket, seaweedfs.access_key, seaweedfs.secret_key)
     cache = tmp_path / "cache"
     wrong = CASFileSystem(
-        root=f"s3cas://{bucket}/s", key=seaweedfs.access_key, secret=SECRET,
-        client_kwargs={"endpoint_url": seaweedfs.endpoint_url}, cache_dir=str(cache), skip_instance_cache=True,
+        root=f"s3cas://{bucket}/s",
+        key=seaweedfs.access_key,
+        secret=SECRET,
+        client_kwargs={"endpoint_url": seaweedfs.endpoint_url},
+        cache_dir=str(cache),
+        skip_instance_cache=True,
     )
     with pytest.raises(CredentialsError, match="check the credentials") as excinfo:
         wrong.pipe(f"s3cas://{bucket}/s/f", b"x")
@@ -108,8 +118,12 @@ def test_wrong_credentials_and_no_leaks(seaweedfs: SeaweedServer, tmp_path: Path
 
     # A working store with the secret in its options, exercised, must not leak it either.
     good_secret_fs = CASFileSystem(
-        root=f"s3cas://{bucket}/s", key=seaweedfs.access_key, secret=seaweedfs.secret_key,
-        client_kwargs={"endpoint_url": seaweedfs.endpoint_url}, cache_dir=str(cache), skip_instance_cache=True,
+        root=f"s3cas://{bucket}/s",
+        key=seaweedfs.access_key,
+        secret=seaweedfs.secret_key,
+        client_kwargs={"endpoint_url": seaweedfs.endpoint_url},
+        cache_dir=str(cache),
+        skip_instance_cache=True,
     )
     good_secret_fs.pipe(f"s3cas://{bucket}/s/f", os.urandom(100_000))
     good_secret_fs.cat(f"s3cas://{bucket}/s/f")

@@ -9,10 +9,9 @@ from typing import Any
 
 import fsspec
 import pytest
+from conftest import FSFactory
 
 from cas_store import CASFileSystem, InvalidPathError
-
-from conftest import FSFactory
 
 
 def test_write_then_read_round_trips(fs: CASFileSystem, root: str) -> None:
@@ -29,7 +28,7 @@ def test_empty_file(fs: CASFileSystem, root: str) -> None:
     fs.touch(f"{root}/empty")
     assert fs.cat(f"{root}/empty") == b""
     assert fs.info(f"{root}/empty")["size"] == 0
-    assert fs.ls(root, detail=False) == [f"{root[len('s3cas://'):]}/empty"]
+    assert fs.ls(root, detail=False) == [f"{root[len('s3cas://') :]}/empty"]
 
 
 def test_text_modes(fs: CASFileSystem, root: str) -> None:
@@ -58,7 +57,12 @@ def test_multipart_sized_file_seek_and_ranges(make_fs: FSFactory, root: str) -> 
 
 
 def test_unicode_spaces_and_deep_trees(fs: CASFileSystem, root: str) -> None:
-    names = ["dir with space/fïlé ünïcödé.txt", "日本/データ.bin", "a/b/c/d/e/f/g/h/i/j/deep.txt", "x+y=z&(1).txt"]
+    names = [
+        "dir with space/fïlé ünïcödé.txt",
+        "日本/データ.bin",
+        "a/b/c/d/e/f/g/h/i/j/deep.txt",
+        "x+y=z&(1).txt",
+    ]
     for i, name in enumerate(names):
         fs.pipe(f"{root}/{name}", f"content {i}".encode())
     for i, name in enumerate(names):
@@ -110,7 +114,7 @@ def test_mkdir_and_makedirs_are_implied_like_s3fs(fs: CASFileSystem, root: str) 
     assert not fs.exists(f"{root}/made/deep")
     fs.pipe(f"{root}/made/deep/f", b"1")
     assert fs.isdir(f"{root}/made/deep") and fs.isdir(f"{root}/made")
-    assert fs.ls(f"{root}/made", detail=False) == [f"{root[len('s3cas://'):]}/made/deep"]
+    assert fs.ls(f"{root}/made", detail=False) == [f"{root[len('s3cas://') :]}/made/deep"]
 
 
 def test_rm_file_and_recursive(fs: CASFileSystem, root: str, s3client: Any, bucket: str) -> None:
@@ -190,10 +194,16 @@ def test_fsspec_open_by_url_and_pandas(fs: CASFileSystem, root: str, make_fs: FS
     assert pd.read_parquet(f"{root}/df.parquet", storage_options=options).equals(df)
 
 
-def test_interrupted_write_leaves_no_visible_path(fs: CASFileSystem, root: str, s3client: Any, bucket: str) -> None:
-    with pytest.raises(RuntimeError, match="producer failed"), fs.open(f"{root}/partial.bin", "wb") as f:
-        f.write(os.urandom(200_000))
-        raise RuntimeError("producer failed")
+def test_interrupted_write_leaves_no_visible_path(
+    fs: CASFileSystem, root: str, s3client: Any, bucket: str
+) -> None:
+    def produce() -> None:
+        with fs.open(f"{root}/partial.bin", "wb") as f:
+            f.write(os.urandom(200_000))
+            raise RuntimeError("producer failed")
+
+    with pytest.raises(RuntimeError, match="producer failed"):
+        produce()
     assert not fs.exists(f"{root}/partial.bin")
     assert _keys(s3client, bucket, "store/manifest/") == []
     assert _keys(s3client, bucket, "store/blobs/") == []  # nothing uploaded before close()

@@ -15,7 +15,9 @@ from cas_store.layout import Root, blob_relkey, split_path
 def test_blob_key_has_two_level_hex_fanout() -> None:
     digest = hash_bytes("xxh128", b"abc")
     assert blob_relkey("xxh128", digest) == f"blobs/xxh128/{digest[:2]}/{digest[2:4]}/{digest}"
-    assert Root("b", "p/q").blob_key("xxh128", digest) == f"p/q/blobs/xxh128/{digest[:2]}/{digest[2:4]}/{digest}"
+    assert (
+        Root("b", "p/q").blob_key("xxh128", digest) == f"p/q/blobs/xxh128/{digest[:2]}/{digest[2:4]}/{digest}"
+    )
     assert Root("b").blob_key("xxh128", digest).startswith("blobs/")
 
 
@@ -42,7 +44,9 @@ def test_split_path_normalises(path: str, segments: list[str]) -> None:
     assert split_path(path) == segments
 
 
-@pytest.mark.parametrize("path", ["s3cas://b/p/../q", "b/..", "s3://b/p", "file:///etc/passwd", "b/p\x00x", "b/\nx"])
+@pytest.mark.parametrize(
+    "path", ["s3cas://b/p/../q", "b/..", "s3://b/p", "file:///etc/passwd", "b/p\x00x", "b/\nx"]
+)
 def test_split_path_rejects_escapes_and_foreign_schemes(path: str) -> None:
     with pytest.raises(InvalidPathError):
         split_path(path)
@@ -70,15 +74,34 @@ def test_entry_round_trips_inline_and_chunked() -> None:
     chunked = Entry(100, "xxh128", digest, chunks=(Chunk(digest, 100),))
     assert Entry.decode(chunked.encode(), "t") == chunked
     doc = json.loads(chunked.encode())
-    assert doc == {"v": 1, "size": 100, "algorithm": "xxh128", "digest": digest, "chunks": [{"digest": digest, "size": 100}]}
+    assert doc == {
+        "v": 1,
+        "size": 100,
+        "algorithm": "xxh128",
+        "digest": digest,
+        "chunks": [{"digest": digest, "size": 100}],
+    }
 
 
 @pytest.mark.parametrize(
     "doc",
     [
-        {"v": 1, "size": 5, "algorithm": "xxh128", "digest": "00" * 16, "chunks": [], "inline": "YWJj"},  # 3 != 5
+        {
+            "v": 1,
+            "size": 5,
+            "algorithm": "xxh128",
+            "digest": "00" * 16,
+            "chunks": [],
+            "inline": "YWJj",
+        },  # 3 != 5
         {"v": 1, "size": 5, "algorithm": "xxh128", "digest": "zz", "chunks": [], "inline": "YWJjZGU="},
-        {"v": 1, "size": 10, "algorithm": "xxh128", "digest": "00" * 16, "chunks": [{"digest": "00" * 16, "size": 4}]},
+        {
+            "v": 1,
+            "size": 10,
+            "algorithm": "xxh128",
+            "digest": "00" * 16,
+            "chunks": [{"digest": "00" * 16, "size": 4}],
+        },
         {"v": 1, "size": 1},
     ],
 )
@@ -102,7 +125,9 @@ def test_marker_round_trip_and_incompatible_versions() -> None:
     with pytest.raises(IncompatibleStoreError, match="not a valid"):
         Marker.decode(b'{"format": "something-else"}', "t")
     with pytest.raises(IncompatibleStoreError, match="unknown hash"):
-        Marker.decode(json.dumps({"format": "cas_store", "version": 1, "hash_algorithm": "md5"}).encode(), "t")
+        Marker.decode(
+            json.dumps({"format": "cas_store", "version": 1, "hash_algorithm": "md5"}).encode(), "t"
+        )
 
 
 @pytest.mark.parametrize("algorithm", ["xxh128", "sha256", "blake3"])

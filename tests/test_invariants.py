@@ -10,13 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
+from conftest import FSFactory
 from s3servers import MotoServer
 
 from cas_store import CASFileSystem, IntegrityError
 from cas_store.hashing import hash_bytes
-
-from conftest import FSFactory
 
 BLOBS = "store/blobs/"
 MANIFEST = "store/manifest/"
@@ -34,7 +32,13 @@ def _blob_objects(s3client: Any, bucket: str) -> list[dict[str, Any]]:
 
 
 def test_identical_content_is_stored_once(
-    fs: CASFileSystem, root: str, moto: MotoServer, s3client: Any, bucket: str, make_fs: FSFactory, tmp_path: Path
+    fs: CASFileSystem,
+    root: str,
+    moto: MotoServer,
+    s3client: Any,
+    bucket: str,
+    make_fs: FSFactory,
+    tmp_path: Path,
 ) -> None:
     data = os.urandom(300_000)
     fs.pipe(f"{root}/run1/model.bin", data)
@@ -43,8 +47,11 @@ def test_identical_content_is_stored_once(
     blobs = _blob_objects(s3client, bucket)
     assert len(blobs) == 1
     assert blobs[0]["Size"] == len(data)
-    assert blobs[0]["Key"] == f"store/blobs/xxh128/{hash_bytes('xxh128', data)[:2]}/" + \
-        f"{hash_bytes('xxh128', data)[2:4]}/{hash_bytes('xxh128', data)}"
+    assert (
+        blobs[0]["Key"]
+        == f"store/blobs/xxh128/{hash_bytes('xxh128', data)[:2]}/"
+        + f"{hash_bytes('xxh128', data)[2:4]}/{hash_bytes('xxh128', data)}"
+    )
     # Known locally: no blob request at all, just the manifest entry.
     assert log.count(key_prefix=BLOBS) == 0, log.summary()
     assert log.count("PUT", key_prefix=MANIFEST) == 1
@@ -74,7 +81,9 @@ def test_entry_is_published_only_after_the_blob_is_durable(
     assert complete and complete[0].if_none_match == "*", log.summary()
 
 
-def test_warm_read_makes_no_blob_request(fs: CASFileSystem, root: str, moto: MotoServer, make_fs: FSFactory, tmp_path: Path) -> None:
+def test_warm_read_makes_no_blob_request(
+    fs: CASFileSystem, root: str, moto: MotoServer, make_fs: FSFactory, tmp_path: Path
+) -> None:
     data = os.urandom(500_000)
     fs.pipe(f"{root}/data.bin", data)
     cold = make_fs(cache_dir=str(tmp_path / "cold-cache"))
@@ -105,7 +114,9 @@ def _cache_files(fs: CASFileSystem) -> list[Path]:
     return sorted(Path(fs.cache.directory, "blobs").rglob("*.val"))
 
 
-def test_modified_cache_file_is_detected_and_refetched(fs: CASFileSystem, root: str, moto: MotoServer) -> None:
+def test_modified_cache_file_is_detected_and_refetched(
+    fs: CASFileSystem, root: str, moto: MotoServer
+) -> None:
     data = os.urandom(200_000)
     fs.pipe(f"{root}/f.bin", data)
     (cached,) = _cache_files(fs)
@@ -117,7 +128,9 @@ def test_modified_cache_file_is_detected_and_refetched(fs: CASFileSystem, root: 
     assert fs.cat(f"{root}/f.bin") == data
 
 
-def test_silent_corruption_is_caught_by_the_digest_check(fs: CASFileSystem, root: str, moto: MotoServer) -> None:
+def test_silent_corruption_is_caught_by_the_digest_check(
+    fs: CASFileSystem, root: str, moto: MotoServer
+) -> None:
     data = os.urandom(200_000)
     fs.pipe(f"{root}/f.bin", data)
     (cached,) = _cache_files(fs)
@@ -134,10 +147,15 @@ def test_silent_corruption_is_caught_by_the_digest_check(fs: CASFileSystem, root
     assert fs.cat(f"{root}/f.bin") == data
     (cached,) = _cache_files(fs)
     rot()
+
     # A streamed read cannot take back bytes it handed out: it raises at the end...
-    with pytest.raises(IntegrityError, match="corrupt"), fs.open(f"{root}/f.bin", "rb") as f:
-        while f.read(65536):
-            pass
+    def stream() -> None:
+        with fs.open(f"{root}/f.bin", "rb") as f:
+            while f.read(65536):
+                pass
+
+    with pytest.raises(IntegrityError, match="corrupt"):
+        stream()
     # ...and the bad copy is gone, so the next read is right.
     with moto.record() as log:
         assert fs.cat(f"{root}/f.bin") == data
@@ -220,8 +238,21 @@ def test_memory_does_not_grow_with_file_size(moto: MotoServer, bucket: str, tmp_
     growth = {}
     for mode in ("write", "read"):
         out = subprocess.run(
-            [sys.executable, "-c", MEMORY_PROBE, moto.endpoint_url, bucket, str(tmp_path / mode), str(size), mode],
-            capture_output=True, text=True, timeout=220, check=False, env=os.environ.copy(),
+            [
+                sys.executable,
+                "-c",
+                MEMORY_PROBE,
+                moto.endpoint_url,
+                bucket,
+                str(tmp_path / mode),
+                str(size),
+                mode,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=220,
+            check=False,
+            env=os.environ.copy(),
         )
         assert out.returncode == 0, out.stderr[-3000:]
         growth[mode] = int(out.stdout.strip().splitlines()[-1])

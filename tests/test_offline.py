@@ -8,12 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
+from conftest import FSFactory
 from s3servers import MotoServer
 
 from cas_store import CASFileSystem, StoreOfflineError
-
-from conftest import FSFactory
 
 # Detection may take one botocore retry with backoff; far below any "hang".
 FAST = 5.0
@@ -57,7 +55,11 @@ def test_cached_reads_work_and_the_rest_fails_fast(
     assert laptop.info(f"{root}/d/cached.bin")["size"] == len(cached)
     assert laptop.isdir(f"{root}/d")
     s = root[len("s3cas://") :]
-    assert laptop.ls(f"{root}/d", detail=False) == [f"{s}/d/cached.bin", f"{s}/d/tiny.txt", f"{s}/d/uncached.bin"]
+    assert laptop.ls(f"{root}/d", detail=False) == [
+        f"{s}/d/cached.bin",
+        f"{s}/d/tiny.txt",
+        f"{s}/d/uncached.bin",
+    ]
     assert laptop.find(root) == [f"{s}/d/cached.bin", f"{s}/d/tiny.txt", f"{s}/d/uncached.bin"]
     with laptop.open(f"{root}/d/cached.bin", "rb") as f:
         f.seek(10)
@@ -73,7 +75,9 @@ def test_cached_reads_work_and_the_rest_fails_fast(
     assert not writer.exists(f"{root}/new.bin")
 
 
-def test_writer_losing_s3_mid_write_publishes_nothing(server: MotoServer, make_fs: FSFactory, root: str) -> None:
+def test_writer_losing_s3_mid_write_publishes_nothing(
+    server: MotoServer, make_fs: FSFactory, root: str
+) -> None:
     fs = make_fs(offline_retry_after=0.2)
     fs.pipe(f"{root}/before", b"marker is created")
     f = fs.open(f"{root}/interrupted.bin", "wb")

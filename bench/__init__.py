@@ -1,0 +1,1 @@
+"""Benchmarks for cas_store (run with ``python -m bench.<name>``)."""
