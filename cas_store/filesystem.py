@@ -253,31 +253,39 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
                     raise store.s3.offline_error(f"listing {store.root.uri}/{rel} (not in the local mirror)")
                 items = [(rel, record)]
         elif listed:
-            if maxdepth is not None:
-                listed = [i for i in listed if len(i.rel.split("/")) - base_depth <= maxdepth]
-            if detail:
-                items = [(r.rel, r) for r in self._records(store, listed)]
-            else:
-                items = [(i.rel, None) for i in listed]
+
+            def within(item_rel: str) -> bool:
+                return maxdepth is None or len(item_rel.split("/")) - base_depth <= maxdepth
+
+            # Entries are fetched only for files that are returned; deeper ones still imply dirs.
+            fetched = (
+                {r.rel: r for r in self._records(store, [i for i in listed if within(i.rel)])}
+                if detail
+                else {}
+            )
+            items = [
+                (i.rel, fetched.get(i.rel))
+                for i in listed
+                if not detail or i.rel in fetched or not within(i.rel)
+            ]
         else:
             record = store.resolve(rel) if rel else None  # find() on a file finds the file
             items = [(rel, record)] if record is not None else []
         out: dict[str, dict[str, Any]] = {}
         for item_rel, record in items:
-            depth = len(item_rel.split("/")) - base_depth
-            if maxdepth is not None and depth > maxdepth:
-                continue
-            if detail and record is not None:
-                info = self._file_info(store, record)
-            else:
-                info = {"name": store.root.logical_path(item_rel), "type": "file"}
-            out[info["name"]] = info
+            parts = item_rel.split("/")
+            depth = len(parts) - base_depth
+            if maxdepth is None or depth <= maxdepth:
+                if detail and record is not None:
+                    info = self._file_info(store, record)
+                else:
+                    info = {"name": store.root.logical_path(item_rel), "type": "file"}
+                out[info["name"]] = info
             if withdirs:
-                parts = item_rel.split("/")
-                for i in range(base_depth + 1, len(parts)):
+                last = len(parts) if maxdepth is None else min(len(parts), base_depth + maxdepth + 1)
+                for i in range(base_depth + 1, last):
                     d = "/".join(parts[:i])
-                    name = store.root.logical_path(d)
-                    out.setdefault(name, self._dir_info(store, d))
+                    out.setdefault(store.root.logical_path(d), self._dir_info(store, d))
         here = store.root.logical_path(rel)
         if withdirs and rel and any(k.startswith(here + "/") for k in out):
             out.setdefault(here, self._dir_info(store, rel))  # as fsspec: a directory finds itself

@@ -212,9 +212,12 @@ class S3CASArtifactStoreConfig(BaseArtifactStoreConfig, AuthenticationConfigMixi
     def _validate_store_settings(self) -> "S3CASArtifactStoreConfig":
         """Check the cas_store settings now (at registration), not at the first write."""
         Root.parse(self.path)
-        # Credentials may be secret references ({{secret.key}}), resolved only when used:
-        # they are not read here.
         StoreConfig(**self.store_options())
+        # Credentials may be secret references ({{secret.key}}), resolved only when read:
+        # look at the raw values, never through the resolving attribute access.
+        raw = self.__dict__
+        if (raw.get("aws_access_key_id") is None) != (raw.get("aws_secret_access_key") is None):
+            raise ValueError("give both aws_access_key_id and aws_secret_access_key, or neither")
         return self
 
     def store_options(self) -> dict[str, Any]:

@@ -256,6 +256,7 @@ def test_memory_does_not_grow_with_file_size(moto: MotoServer, bucket: str, tmp_
         )
         assert out.returncode == 0, out.stderr[-3000:]
         growth[mode] = int(out.stdout.strip().splitlines()[-1])
+    print("peak RSS growth:", growth)
     # The transfer window (about 2 x max_concurrency x part_size = 64 MiB) plus slack.
     assert growth["write"] < 80 * 2**20, growth
     assert growth["read"] < 80 * 2**20, growth
