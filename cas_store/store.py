@@ -84,7 +84,8 @@ class Store:
             FORMAT_VERSION, self.config.hash_algorithm or DEFAULT_ALGORITHM, f"cas_store {__version__}"
         )
         body = marker.encode()
-        try:
+
+        def put(**condition: str) -> None:
             self.s3.call(
                 f"creating the store {self.root.uri}",
                 "put_object",
@@ -92,20 +93,16 @@ class Store:
                 Key=key,
                 Body=body,
                 ContentType="application/json",
-                IfNoneMatch="*",
+                **condition,
             )
+
+        try:
+            put(IfNoneMatch="*")
         except Exception as exc:
-            if not (is_precondition_failed(exc) or is_not_implemented(exc)):
-                raise
             if is_not_implemented(exc):
-                self.s3.call(
-                    f"creating the store {self.root.uri}",
-                    "put_object",
-                    Bucket=self.root.bucket,
-                    Key=key,
-                    Body=body,
-                    ContentType="application/json",
-                )
+                put()
+            elif not is_precondition_failed(exc):
+                raise
         # Read back: on servers that ignore If-None-Match the last concurrent creator wins,
         # and everyone must then use what is really there.
         data = self._get_small(key, f"opening the store {self.root.uri}")

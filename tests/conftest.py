@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from s3servers import MotoServer, S3Endpoint, SeaweedServer, boto3_client, isolated_aws_environ, make_bucket
 
 from cas_store import CASFileSystem
