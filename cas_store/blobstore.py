@@ -12,6 +12,7 @@ from cas_store.s3 import S3, gather_limited, is_not_implemented, is_precondition
 log = logging.getLogger(__name__)
 
 _STREAM_READ = 1 * 2**20
+_MAX_PARTS = 10_000
 
 
 class BlobStore:
@@ -45,6 +46,8 @@ class BlobStore:
         """
         path = self.root.s3_path(self.root.blob_key(algorithm, digest))
         config = self.s3.config
+        # S3 allows at most 10,000 parts: very large files need larger parts.
+        part_size = max(config.part_size, -(-os.path.getsize(local_path) // _MAX_PARTS))
         what = f"uploading blob {digest}"
 
         def put(mode: str) -> Any:
@@ -53,7 +56,7 @@ class BlobStore:
                 lambda: self.s3.fs._put_file(
                     local_path,
                     path,
-                    chunksize=config.part_size,
+                    chunksize=part_size,
                     max_concurrency=config.max_concurrency,
                     mode=mode,
                     ContentType="application/octet-stream",

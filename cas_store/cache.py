@@ -184,7 +184,9 @@ class LocalCache:
     def __init__(self, directory: Path, size_limit: int, eviction_policy: str) -> None:
         self.directory = directory
         self.tmp_dir = directory / "tmp"
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        # Private: the mirror holds paths and inline file contents.
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(mode=0o700, exist_ok=True)
         self.blobs = diskcache.Cache(
             str(directory / "blobs"),
             size_limit=size_limit,

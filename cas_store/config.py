@@ -58,7 +58,8 @@ class StoreConfig:
     part_size: int = 8 * MiB
     max_concurrency: int = 4
     connect_timeout: float = 3.0
-    read_timeout: float = 60.0
+    # Bounds how long a server that accepts connections but stops answering can stall a call.
+    read_timeout: float = 20.0
     # botocore attempts per request (standard retry mode). Kept low so that an unreachable
     # S3 is detected within about a second; throttling is also retried by s3fs.
     max_attempts: int = 2

@@ -1,9 +1,10 @@
 """The exceptions cas_store raises for user-caused failures.
 
-Every exception derives from :class:`CASStoreError` and also from the builtin
-exception that generic fsspec/ZenML code already handles (``FileNotFoundError``,
-``PermissionError``, ``ConnectionError`` ...), so callers that know nothing about
-cas_store still behave sensibly. Messages say what happened and what to do.
+Every exception derives from :class:`CASStoreError`; all but
+:class:`IncompatibleStoreError` also derive from the builtin exception that generic
+fsspec/ZenML code already handles (``FileNotFoundError``, ``PermissionError``,
+``ConnectionError`` ...), so callers that know nothing about cas_store still behave
+sensibly. Messages say what happened and what to do.
 """
 
 from __future__ import annotations

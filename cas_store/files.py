@@ -96,6 +96,24 @@ class WriteFile(io.BufferedIOBase):
             self.discard()
 
 
+class TextWriteFile(io.TextIOWrapper):
+    """Text-mode writer whose ``with`` block publishes nothing when left by an exception.
+
+    ``io.TextIOWrapper.__exit__`` would close, and so publish, the partial content.
+    """
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None and isinstance(self.buffer, WriteFile):
+            self.buffer.discard()
+        else:
+            self.close()
+
+
 class ReadFile(io.BufferedIOBase):
     """A seekable reader over a local copy of a file's content.
 

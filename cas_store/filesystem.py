@@ -13,6 +13,7 @@ from fsspec.utils import stringify_path
 from cas_store.cache import LocalCache
 from cas_store.config import StoreConfig
 from cas_store.errors import StoreOfflineError
+from cas_store.files import TextWriteFile
 from cas_store.format import Entry
 from cas_store.layout import PROTOCOL, Root, split_path
 from cas_store.manifest import Listed, Record
@@ -324,6 +325,14 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
             f"mode {mode!r} is not supported: files are immutable content; use 'rb' or 'wb' "
             "(text modes 'r' and 'w' work too)"
         )
+
+    def open(self, path: Any, mode: str = "rb", **kwargs: Any) -> Any:
+        """As fsspec's ``open``; a text-mode write left by an exception publishes nothing too."""
+        if "w" in mode and "b" not in mode:
+            text_kwargs = {k: kwargs.pop(k) for k in ("encoding", "errors", "newline") if k in kwargs}
+            binary = super().open(path, mode.replace("t", "") + "b", **kwargs)
+            return TextWriteFile(binary, **text_kwargs)
+        return super().open(path, mode, **kwargs)
 
     def cat_file(self, path: Any, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
         with self.open(path, "rb") as f:

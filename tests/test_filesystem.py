@@ -208,6 +208,15 @@ def test_interrupted_write_leaves_no_visible_path(
     assert _keys(s3client, bucket, "store/manifest/") == []
     assert _keys(s3client, bucket, "store/blobs/") == []  # nothing uploaded before close()
     assert list(Path(fs.cache.tmp_dir).iterdir()) == []  # spool removed
+
+    def produce_text() -> None:
+        with fs.open(f"{root}/partial.txt", "w") as f:
+            f.write("half a line")
+            raise RuntimeError("producer failed")
+
+    with pytest.raises(RuntimeError, match="producer failed"):
+        produce_text()
+    assert not fs.exists(f"{root}/partial.txt")
     f2 = fs.open(f"{root}/abandoned.bin", "wb")
     f2.write(b"never closed")
     f2.discard()
