@@ -200,12 +200,17 @@ class ReadFile(io.BufferedIOBase):
                     f"the cached copy of {self.path} was corrupt (digest mismatch); it has "
                     "been discarded: open the file again to read it from S3"
                 )
-            # Nothing was handed out yet: replace the bad copy and answer from the good one.
+            # Nothing was handed out yet: replace the bad copy and answer from a fresh one.
             self._handle.close()
             self._handle = self._refetch()
-            self._pos = 0
-            self._hasher = None  # the refetched copy was verified on download
+            self._pos = self._hashed = 0
+            self._hasher = new_hasher(self._algorithm)
             data = self._read_at(self.size)
+            if not self._check():
+                raise IntegrityError(
+                    f"{self.path} does not match its digest even as fetched afresh from S3: the "
+                    "stored content or its manifest entry is corrupt; write the file again"
+                )
         return data
 
     def read1(self, size: int = -1) -> bytes:

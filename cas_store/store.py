@@ -236,18 +236,26 @@ class Store:
                     "its digest; the entry is corrupt: write the file again"
                 )
             return io.BytesIO(entry.inline)
-        if len(entry.chunks) == 1:
-            chunk = entry.chunks[0]
-            return ReadFile(
-                display_path,
-                self.open_chunk(entry.algorithm, chunk),
-                entry.size,
-                entry.algorithm,
-                entry.digest,
-                refetch=lambda: self.fetch(entry.algorithm, chunk),
-                on_corrupt=lambda: self.cache.discard(entry.algorithm, chunk.digest),
-            )
-        return _ChunkedReader(display_path, entry, self)
+
+        def discard() -> None:
+            for chunk in entry.chunks:
+                self.cache.discard(entry.algorithm, chunk.digest)
+
+        def source() -> BinaryIO:
+            if len(entry.chunks) == 1:
+                return self.open_chunk(entry.algorithm, entry.chunks[0])
+            return _ChunkedReader(display_path, entry, self)  # type: ignore[return-value]
+
+        handle = source()
+        return ReadFile(
+            display_path,
+            handle,
+            entry.size,
+            entry.algorithm,
+            entry.digest,
+            refetch=source,  # after on_corrupt discarded the cached copies: fetches afresh
+            on_corrupt=discard,
+        )
 
     def open_chunk(self, algorithm: str, chunk: Chunk) -> BinaryIO:
         """A handle on the chunk's bytes: from the cache, else fetched (and cached)."""
@@ -293,7 +301,10 @@ class Store:
 
 
 class _ChunkedReader(io.BufferedIOBase):
-    """Reads an entry stored as several chunks (written by later format-v1 writers)."""
+    """The concatenated chunks of an entry stored as several blobs, as one seekable file.
+
+    Written by later format-v1 writers; :class:`ReadFile` checks the whole-file digest on top.
+    """
 
     def __init__(self, path: str, entry: Entry, store: Store) -> None:
         super().__init__()

@@ -260,3 +260,41 @@ def test_memory_does_not_grow_with_file_size(moto: MotoServer, bucket: str, tmp_
     # The transfer window (about 2 x max_concurrency x part_size = 64 MiB) plus slack.
     assert growth["write"] < 80 * 2**20, growth
     assert growth["read"] < 80 * 2**20, growth
+
+
+def _publish_chunked(fs: CASFileSystem, root: str, parts: list[bytes], digest: str | None = None) -> str:
+    """Publish an entry made of several chunks, as a later chunking writer would."""
+    from cas_store.format import Chunk, Entry
+
+    for i, part in enumerate(parts):
+        fs.pipe(f"{root}/parts/{i}", part)  # stores each part as a blob
+    whole = b"".join(parts)
+    store = fs.store()
+    entry = Entry(
+        len(whole),
+        "xxh128",
+        digest or hash_bytes("xxh128", whole),
+        chunks=tuple(Chunk(hash_bytes("xxh128", p), len(p)) for p in parts),
+    )
+    store.publish("chunked.bin", entry)
+    return f"{root}/chunked.bin"
+
+
+def test_entries_of_several_chunks_are_read_in_order(
+    fs: CASFileSystem, root: str, make_fs: FSFactory, tmp_path: Path
+) -> None:
+    parts = [os.urandom(70_000), os.urandom(90_000), os.urandom(50_000)]
+    path = _publish_chunked(fs, root, parts)
+    whole = b"".join(parts)
+    cold = make_fs(cache_dir=str(tmp_path / "cold"))
+    assert cold.cat(path) == whole
+    with cold.open(path, "rb") as f:
+        f.seek(69_990)
+        assert f.read(20) == whole[69_990:70_010]  # across a chunk boundary
+    assert cold.size(path) == len(whole)
+
+
+def test_chunked_entry_with_a_wrong_whole_digest_is_an_integrity_error(fs: CASFileSystem, root: str) -> None:
+    path = _publish_chunked(fs, root, [os.urandom(70_000), os.urandom(70_000)], digest="0" * 32)
+    with pytest.raises(IntegrityError, match="even as fetched afresh"):
+        fs.cat(path)
