@@ -42,7 +42,9 @@ def measure(policy: str, items: int, repeat: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
@@ -52,7 +54,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for policy, r in results.items():
         print(
-            f"| {policy} | {r['median_us']:.1f} | {r['min_us']:.1f} | {r['max_us']:.1f} | "
+            f"| {policy} | {r['median_us']:.1f} | {r['min_us']:.1f} | "
+            f"{r['max_us']:.1f} | "
             f"{r['median_us'] / base:.2f}x |"
         )
     print(json.dumps(results))

@@ -97,6 +97,13 @@ class Mirror:
             self._local.pid = os.getpid()
         return conn
 
+    def close(self) -> None:
+        """Close this thread's connection (as diskcache does); it reopens on the next use."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
     def put_entry(self, store: str, rel: str, entry: bytes, etag: str, modified: float) -> None:
         self._connect().execute(
             "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)", (store, rel, entry, etag, modified)
@@ -234,4 +241,6 @@ class LocalCache:
         self.blobs.delete(blob_cache_key(algorithm, digest))
 
     def close(self) -> None:
+        """Close this thread's database handles; they reopen on the next use."""
         self.blobs.close()
+        self.mirror.close()

@@ -405,5 +405,10 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def makedirs(self, path: Any, exist_ok: bool = False) -> None:
         self.mkdir(path)
 
+    def close(self) -> None:
+        """Release the S3 session and this thread's cache handles; both reopen on use."""
+        self.s3.close()
+        self.cache.close()
+
     def invalidate_cache(self, path: str | None = None) -> None:
         """No listings are cached: every listing asks S3 (or the mirror, offline)."""

@@ -8,6 +8,7 @@ offline fast path live in one place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -117,6 +118,26 @@ class S3:
         self.fs.retries = 2
         self._lock = threading.Lock()
         self._offline_until = 0.0
+
+    def close(self) -> None:
+        """Close the client session; the next call opens a new one.
+
+        Requests in flight on other threads fail, as with ZenML's own S3 flavor's close.
+        """
+        creator = getattr(self.fs, "_s3creator", None)
+        if creator is None:
+            return
+
+        async def aexit() -> None:
+            with contextlib.suppress(AssertionError):  # "Session was never entered": closed already
+                await creator.__aexit__(None, None, None)
+
+        try:
+            sync(self.fs.loop, aexit, timeout=10)
+        except Exception as exc:
+            log.debug("closing the S3 session (%s) failed: %r", self.endpoint, exc)
+        self.fs._s3creator = None
+        self.fs._s3 = None
 
     # -- the offline circuit breaker -------------------------------------------------------
 

@@ -23,14 +23,12 @@ Rules this module follows because ZenML (0.98.0) depends on them:
   ``flavor``: the ZenML CLI claims those option names for itself.
 """
 
-import contextlib
 import dataclasses
 import logging
 import re
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, cast
 
-from fsspec.asyn import sync
 from pydantic import Field, field_validator, model_validator
 from zenml.artifact_stores import BaseArtifactStore, BaseArtifactStoreConfig, BaseArtifactStoreFlavor
 from zenml.artifact_stores.base_artifact_store import PathType
@@ -92,7 +90,7 @@ RESOLVED_FIELDS = (
 class S3CASArtifactStoreConfig(BaseArtifactStoreConfig, AuthenticationConfigMixin):
     """Configuration of the ``s3cas`` artifact store.
 
-    ``path`` is the store root, ``s3cas://<bucket>[/<prefix>]``: blobs, manifest and the
+    ``path`` is the store root, ``s3cas://<bucket>/<prefix>`` (prefix optional): blobs, manifest and the
     format marker live under ``s3://<bucket>/<prefix>/``, which must be empty or already
     hold a cas_store store. From the CLI, pass dictionaries as JSON strings::
 
@@ -306,10 +304,10 @@ class S3CASArtifactStore(BaseArtifactStore, AuthenticationMixin):
     @property
     def filesystem(self) -> CASFileSystem:
         """The :class:`CASFileSystem` of this store; rebuilt when a connector's credentials expire."""
-        if self._filesystem and not self.connector_has_expired():
+        if self._filesystem is not None and not self.connector_has_expired():
             return self._filesystem
         with self._filesystem_lock:
-            if self._filesystem and not self.connector_has_expired():
+            if self._filesystem is not None and not self.connector_has_expired():
                 return self._filesystem
             self._filesystem = CASFileSystem(**self._build_filesystem_kwargs())
             return self._filesystem
@@ -322,7 +320,7 @@ class S3CASArtifactStore(BaseArtifactStore, AuthenticationMixin):
         """
         with self._filesystem_lock:
             if self._filesystem is not None:
-                _close(self._filesystem)
+                self._filesystem.close()
 
     # -- BaseArtifactStore --------------------------------------------------------------
 
@@ -416,29 +414,6 @@ class S3CASArtifactStore(BaseArtifactStore, AuthenticationMixin):
 
 def _uri(path: str) -> str:
     return path if path.startswith(SCHEME) else f"{SCHEME}{path}"
-
-
-def _close(fs: CASFileSystem) -> None:
-    """Close the file system's S3 client session and cache handles; both reopen on use.
-
-    CASFileSystem has no close() of its own (yet): this reaches into s3fs the way ZenML's
-    ``ZenMLS3Filesystem.close`` does, tolerating a session that is already closed.
-    """
-    s3fs_fs = fs.s3.fs
-    creator = getattr(s3fs_fs, "_s3creator", None)
-    if creator is not None:
-
-        async def _aexit() -> None:
-            with contextlib.suppress(AssertionError):  # "Session was never entered": closed already
-                await creator.__aexit__(None, None, None)
-
-        try:
-            sync(s3fs_fs.loop, _aexit, timeout=10)
-        except Exception as exc:
-            log.debug("closing the S3 session of %s failed: %r", fs.root, exc)
-        s3fs_fs._s3creator = None
-        s3fs_fs._s3 = None
-    fs.cache.close()
 
 
 class S3CASArtifactStoreFlavor(BaseArtifactStoreFlavor):

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import s3fs
-
 from s3servers import S3Endpoint, s3fs_options
 
 from cas_store import CASFileSystem

@@ -1,0 +1,217 @@
+"""End to end: real ZenML pipelines on an ``s3cas`` stack over moto on 127.0.0.1.
+
+Registration goes through the ZenML CLI exactly as docs/zenml.md shows it, with
+credentials in a ZenML secret. The pipeline (tests/zenml_pipeline_app.py) writes a
+DataFrame (Parquet via pyarrow), a numpy array, a dict and a 64 MiB+ array; it runs twice
+with step caching off. Every phase is a fresh process with a fresh ``ZENML_CONFIG_PATH``
+and working directory, isolated from ``~/.aws`` and ``~/.config/zenml``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zenml_helpers  # isolates ZenML; must come before any zenml import
+from s3servers import MotoServer, RequestLog, boto3_client, make_bucket
+from zenml_helpers import bucket_objects, files_containing, zenml_environ
+
+assert zenml_helpers
+
+APP = Path(__file__).with_name("zenml_pipeline_app.py")
+PREFIX = "zenml"
+ACCESS_KEY = "cas-e2e-access-key"
+SECRET_KEY = f"cas-e2e-secret-{uuid.uuid4().hex}"  # must never reach disk or output
+OUTPUTS = ("frame", "matrix", "summary", "large")
+
+
+@dataclass
+class E2E:
+    server: MotoServer
+    bucket: str
+    base: Path
+    workdir: Path
+    writer_cache: Path
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    run_files: list[Path] = field(default_factory=list)
+    run_logs: list[RequestLog] = field(default_factory=list)
+    blobs_after: list[dict[str, int]] = field(default_factory=list)
+    manifest_after: list[dict[str, int]] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    cli_outputs: list[str] = field(default_factory=list)
+
+    def env(self, cache_dir: Path) -> dict[str, str]:
+        return zenml_environ(
+            self.base / "zenml-config",
+            HOME=str(self.base / "home"),  # nothing reads the developer's ~/.config or ~/.aws
+            XDG_CONFIG_HOME=str(self.base / "home" / ".config"),
+            CAS_STORE_CACHE_DIR=str(cache_dir),
+        )
+
+    def run(self, args: list[str], cache_dir: Path | None = None, timeout: float = 240) -> str:
+        result = subprocess.run(
+            args,
+            cwd=self.workdir,
+            env=self.env(cache_dir or self.writer_cache),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        output = result.stdout + result.stderr
+        self.outputs.append(output)
+        assert result.returncode == 0, f"{' '.join(args[:4])} failed:\n{output[-4000:]}"
+        return output
+
+    def zenml(self, *args: str) -> str:
+        output = self.run([str(Path(sys.executable).with_name("zenml")), *args])
+        self.cli_outputs.append(output)
+        return output
+
+    def app(self, *args: str, cache_dir: Path | None = None) -> str:
+        return self.run([sys.executable, str(self.workdir / APP.name), *args], cache_dir=cache_dir)
+
+    def load(self, name: str, cache_dir: Path) -> dict[str, Any]:
+        out = self.base / f"{name}.json"
+        self.app("load", str(out), *map(str, self.run_files), cache_dir=cache_dir)
+        return json.loads(out.read_text())  # type: ignore[no-any-return]
+
+    def blob_keys(self) -> set[str]:
+        return set(self.blobs_after[-1])
+
+
+def _blob_uploads(log: RequestLog, bucket: str) -> list[str]:
+    return [
+        f"{r.method} {r.key}"
+        for r in log.requests
+        if r.bucket == bucket
+        and r.key
+        and r.key.startswith(f"{PREFIX}/blobs/")
+        and r.method in ("PUT", "POST")
+    ]
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    base = tmp_path_factory.mktemp("zenml-e2e")
+    workdir = base / "work"
+    (base / "home").mkdir()
+    workdir.mkdir()
+    shutil.copy(APP, workdir / APP.name)
+    server = MotoServer()  # our own: a test stops it
+    server.start()
+    try:
+        bucket = f"e2e-{uuid.uuid4().hex[:10]}"
+        make_bucket(server.endpoint_url, bucket, server.access_key, server.secret_key)
+        state = E2E(server, bucket, base, workdir, base / "writer-cache")
+        # Registration as docs/zenml.md shows it.
+        state.zenml("artifact-store", "flavor", "register", "cas_store.zenml.S3CASArtifactStoreFlavor")
+        state.zenml(
+            "secret", "create", "cas-e2e-aws",
+            f"--aws_access_key_id={ACCESS_KEY}", f"--aws_secret_access_key={SECRET_KEY}",
+        )  # fmt: skip
+        state.zenml(
+            "artifact-store", "register", "cas_store", "--flavor=s3cas", f"--path=s3cas://{bucket}/{PREFIX}",
+            "--authentication_secret=cas-e2e-aws",
+            f"--client_kwargs={json.dumps({'endpoint_url': server.endpoint_url})}",
+        )  # fmt: skip
+        state.zenml("stack", "register", "cas_stack", "-a", "cas_store", "-o", "default", "--set")
+        client = boto3_client(server)
+        for i in (1, 2):
+            run_file = base / f"run{i}.json"
+            with server.record() as log:
+                state.app("run", str(run_file))
+            state.run_logs.append(log)
+            state.run_files.append(run_file)
+            state.runs.append(json.loads(run_file.read_text()))
+            state.blobs_after.append(bucket_objects(client, bucket, f"{PREFIX}/blobs/"))
+            state.manifest_after.append(bucket_objects(client, bucket, f"{PREFIX}/manifest/"))
+        yield state
+    finally:
+        server.stop()
+
+
+def test_pipeline_runs_twice_on_the_s3cas_stack(e2e: E2E) -> None:
+    assert len(e2e.runs) == 2
+    for record in e2e.runs:
+        assert record["status"] == "completed"
+        assert record["artifact_store"] == "S3CASArtifactStore"
+        for name in OUTPUTS:
+            assert record["uris"][name].startswith(f"s3cas://{e2e.bucket}/{PREFIX}/")
+    assert e2e.runs[0]["uris"] != e2e.runs[1]["uris"]  # ZenML writes every run to new paths
+    # The credentials came from the ZenML secret (the environment has none).
+    for log in e2e.run_logs:
+        assert {
+            r.headers.get("authorization", "").split("Credential=")[-1].split("/")[0]
+            for r in log.requests
+            if r.bucket == e2e.bucket
+        } == {ACCESS_KEY}
+    assert not (e2e.workdir / ".zen").exists()
+
+
+def test_second_run_uploads_no_new_blob_bytes(e2e: E2E) -> None:
+    first, second = e2e.blobs_after
+    assert sum(first.values()) > 64 * 2**20  # the large output is there, once
+    assert second == first, "run 2 added or changed blobs"
+    assert _blob_uploads(e2e.run_logs[1], e2e.bucket) == []
+    assert _blob_uploads(e2e.run_logs[0], e2e.bucket) != []
+    # Run 2 did publish its files: new manifest entries, no new bytes.
+    assert len(e2e.manifest_after[1]) > len(e2e.manifest_after[0])
+
+
+def test_artifacts_load_back_equal_from_the_local_cache(e2e: E2E) -> None:
+    with e2e.server.record() as log:
+        result = e2e.load("load-warm", e2e.writer_cache)
+    assert len(result["equal"]) == 2 * len(OUTPUTS)
+    assert all(result["equal"].values()), result["equal"]
+    assert all(result["logs"].values()), "step logs (written from ZenML's log thread) are missing"
+    # The writer's cache holds every blob it uploaded: no blob is downloaded again.
+    assert log.count("GET", bucket=e2e.bucket, key_prefix=f"{PREFIX}/blobs/") == 0
+
+
+def test_fresh_cache_refetches_then_serves_offline(e2e: E2E) -> None:
+    fresh = e2e.base / "fresh-cache"
+    with e2e.server.record() as log:
+        result = e2e.load("load-fresh", fresh)
+    assert all(result["equal"].values()), result["equal"]
+    fetched = {r.key for r in log.filter("GET", bucket=e2e.bucket, key_prefix=f"{PREFIX}/blobs/")}
+    assert fetched == e2e.blob_keys(), "every blob is fetched from S3 into the empty cache"
+
+    e2e.server.stop()
+    try:
+        offline = e2e.load("load-offline", fresh)
+    finally:
+        e2e.server.restart()
+    assert len(offline["equal"]) == 2 * len(OUTPUTS)
+    assert all(offline["equal"].values()), offline["equal"]
+    assert all(offline["logs"].values())
+
+
+def test_credentials_never_reach_disk_or_output(e2e: E2E) -> None:
+    needle = SECRET_KEY.encode()
+    for cache in (e2e.writer_cache, e2e.base / "fresh-cache"):
+        if cache.exists():
+            assert files_containing(cache, needle) == []
+    assert files_containing(e2e.workdir, needle) == []
+    client = boto3_client(e2e.server)
+    for key in bucket_objects(client, e2e.bucket):
+        assert needle not in client.get_object(Bucket=e2e.bucket, Key=key)["Body"].read(), key
+    for output in e2e.outputs:
+        assert SECRET_KEY not in output
+
+
+def test_registration_commands_work_as_documented(e2e: E2E) -> None:
+    flavor, _secret, store, _stack = e2e.cli_outputs[:4]
+    assert "Successfully registered new flavor 's3cas'" in flavor
+    assert "Successfully registered artifact_store `cas_store`" in store
+    described = e2e.zenml("artifact-store", "describe", "cas_store")
+    assert f"s3cas://{e2e.bucket}/{PREFIX}" in described
+    assert e2e.bucket in described
