@@ -79,7 +79,16 @@ class Store:
             return self._accept(Marker.decode(data, where), data)
         if not create:
             return None
-        self._check_prefix_empty()
+        occupant = self._first_object()
+        if occupant is not None:
+            # Either another writer created the store since our GET, or the prefix is foreign.
+            data = self._get_small(key, f"opening the store {self.root.uri}")
+            if data is not None:
+                return self._accept(Marker.decode(data, where), data)
+            raise IncompatibleStoreError(
+                f"s3://{self.root.bucket}/{self.root.key()} already holds objects that are not a "
+                f"cas_store store (e.g. {occupant!r}); choose an empty prefix as the root"
+            )
         marker = Marker(
             FORMAT_VERSION, self.config.hash_algorithm or DEFAULT_ALGORITHM, f"cas_store {__version__}"
         )
@@ -121,7 +130,8 @@ class Store:
         self.cache.mirror.put_marker(self.id, raw)
         return marker
 
-    def _check_prefix_empty(self) -> None:
+    def _first_object(self) -> str | None:
+        """The key of some object under the root, or None if the prefix is empty."""
         prefix = self.root.key() + "/" if self.root.prefix else ""
         resp = self.s3.call(
             f"checking {self.root.uri} before creating a store there",
@@ -130,11 +140,8 @@ class Store:
             Prefix=prefix,
             MaxKeys=1,
         )
-        if resp.get("Contents"):
-            raise IncompatibleStoreError(
-                f"s3://{self.root.bucket}/{prefix} already holds objects that are not a cas_store "
-                f"store (e.g. {resp['Contents'][0]['Key']!r}); choose an empty prefix as the root"
-            )
+        contents = resp.get("Contents") or []
+        return str(contents[0]["Key"]) if contents else None
 
     def _get_small(self, key: str, what: str) -> bytes | None:
         async def get() -> bytes | None:

@@ -6,11 +6,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FSFactory
 from s3servers import MotoServer
 
 from cas_store import CASFileSystem
@@ -104,3 +106,17 @@ def test_processes_share_one_store_and_one_cache(
         skip_instance_cache=True,
     )
     assert reader.cat(f"{root}/p3/same-4.bin") == shared
+
+
+def test_concurrent_first_writers_create_one_store(make_fs: FSFactory, root: str, tmp_path: Path) -> None:
+    """Many writers racing to initialise an empty prefix all end up using the one marker."""
+    barrier = threading.Barrier(8)
+
+    def first_write(i: int) -> None:
+        fs = make_fs(cache_dir=str(tmp_path / f"c{i}"))  # each its own process-like state
+        barrier.wait()
+        fs.pipe(f"{root}/w{i}", b"x" * 20_000)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(first_write, range(8)))
+    assert len(make_fs().ls(root, detail=False)) == 8
