@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
-from typing import Any
 
+from cas_store.config import DEFAULT_CHUNK_SIZE
 from cas_store.layout import Root
 from cas_store.s3 import S3, gather_limited, is_not_implemented, is_precondition_failed
 
 log = logging.getLogger(__name__)
 
 _STREAM_READ = 1 * 2**20
-_MAX_PARTS = 10_000
 
 
 class BlobStore:
@@ -29,63 +29,63 @@ class BlobStore:
         self.root = root
         self._conditional = True  # cleared if the server answers 501 to If-None-Match
 
-    def exists(self, algorithm: str, digest: str) -> bool:
-        """One HEAD request: is the blob in the bucket?"""
-        key = self.root.blob_key(algorithm, digest)
+    async def _exists(self, key: str) -> bool:
         try:
-            self.s3.call(f"checking blob {digest}", "head_object", Bucket=self.root.bucket, Key=key)
+            await self.s3.fs._call_s3("head_object", Bucket=self.root.bucket, Key=key)
         except FileNotFoundError:
             return False
         return True
 
-    def upload(self, algorithm: str, digest: str, local_path: str) -> None:
-        """Store ``local_path`` (whose content hashes to ``digest``) as a blob.
+    def exists(self, algorithm: str, digest: str) -> bool:
+        """One HEAD request: is the blob in the bucket?"""
+        key = self.root.blob_key(algorithm, digest)
+        return self.s3.run(f"checking blob {digest}", lambda: self._exists(key))
 
-        Large files go up as a parallel multipart upload holding at most
-        ``max_concurrency * part_size`` bytes in memory.
-        """
-        path = self.root.s3_path(self.root.blob_key(algorithm, digest))
-        config = self.s3.config
-        # S3 allows at most 10,000 parts: very large files need larger parts.
-        part_size = max(config.part_size, -(-os.path.getsize(local_path) // _MAX_PARTS))
-        what = f"uploading blob {digest}"
-
-        def put(mode: str) -> Any:
-            return self.s3.run(
-                what,
-                lambda: self.s3.fs._put_file(
-                    local_path,
-                    path,
-                    chunksize=part_size,
-                    max_concurrency=config.max_concurrency,
-                    mode=mode,
-                    ContentType="application/octet-stream",
-                ),
-            )
-
+    async def _put(self, key: str, data: bytes) -> None:
+        condition = {"IfNoneMatch": "*"} if self._conditional else {}
         try:
-            put("create" if self._conditional else "overwrite")
+            await self.s3.fs._call_s3(
+                "put_object",
+                Bucket=self.root.bucket,
+                Key=key,
+                Body=data,
+                ContentType="application/octet-stream",
+                **condition,
+            )
         except Exception as exc:
             if is_precondition_failed(exc):
-                log.debug("blob %s was stored concurrently by another writer", digest)
-                return
-            if self._conditional and is_not_implemented(exc):
-                log.info(
-                    "S3 (%s) does not implement If-None-Match; uploading unconditionally", self.s3.endpoint
-                )
+                log.debug("blob %s was stored concurrently by another writer", key)
+            elif condition and is_not_implemented(exc):
+                log.info("S3 (%s) ignores If-None-Match: uploading unconditionally", self.s3.endpoint)
                 self._conditional = False
-                put("overwrite")
-                return
-            raise
+                await self._put(key, data)
+            else:
+                raise
+
+    def store(self, algorithm: str, digest: str, data: bytes) -> concurrent.futures.Future[None]:
+        """Start making ``data`` (whose hash is ``digest``) durable as a blob; don't wait.
+
+        Asks first (one HEAD) and uploads only if the blob is missing: the bytes of a
+        conditional PUT would travel even when it is answered 412.
+        """
+        key = self.root.blob_key(algorithm, digest)
+
+        async def work() -> None:
+            if not await self._exists(key):
+                await self._put(key, data)
+
+        return self.s3.submit(f"uploading blob {digest}", work)
 
     def download(self, algorithm: str, digest: str, size: int, dest: str) -> None:
         """Write the blob to the local file ``dest`` with parallel ranged GETs.
 
-        Memory stays below ``max_concurrency * part_size``; the caller verifies the digest.
+        Memory stays below ``max_concurrency * chunk_size``; the caller verifies the digest.
+        Blobs are one chunk each, so a range per request matters only for blobs larger than
+        the chunk size (written with a larger one).
         """
         key = self.root.blob_key(algorithm, digest)
         config = self.s3.config
-        part = config.part_size
+        part = config.chunk_size or DEFAULT_CHUNK_SIZE
         fs = self.s3.fs
         bucket = self.root.bucket
 

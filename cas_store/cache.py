@@ -220,6 +220,18 @@ class LocalCache:
         tag = _fingerprint(os.stat(path))
         self.blobs.set(blob_cache_key(algorithm, digest), _Adopt(path), read=True, tag=tag)
 
+    def put_blob(self, algorithm: str, digest: str, data: memoryview | bytes) -> None:
+        """Cache ``data``, whose digest the caller computed from these very bytes."""
+        fd, path = self.temp_file(".chunk")
+        try:
+            with open(fd, "wb") as f:
+                f.write(data)
+            self.adopt(algorithm, digest, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            raise
+
     def open_blob(self, algorithm: str, digest: str) -> BinaryIO | None:
         """An open handle on the cached blob, or None on a miss or a tampered cache file."""
         key = blob_cache_key(algorithm, digest)

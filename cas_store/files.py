@@ -7,9 +7,7 @@ whenever the whole content passes through it in order.
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
 from collections.abc import Callable
 from types import TracebackType
 from typing import BinaryIO
@@ -19,64 +17,100 @@ from cas_store.hashing import Hasher, new_hasher
 
 
 class WriteFile(io.BufferedIOBase):
-    """A file being written: bytes go to a spool file in the cache directory.
+    """A file being written, cut into fixed-size chunks as the bytes arrive.
 
-    ``close()`` publishes the content (blob first, then the manifest entry). Leaving
-    a ``with`` block by an exception, or calling :meth:`discard`, publishes nothing.
+    Each complete chunk is hashed and handed to ``on_chunk`` at once (the store then
+    drops it if known, or caches and uploads it in the background), so that memory stays
+    bounded and uploads overlap with the producer. ``close()`` hands the whole-file digest
+    and the chunk list (or, for a small file, its bytes) to ``on_close``, which publishes.
+    Leaving a ``with`` block by an exception, or :meth:`discard`, calls ``on_discard``
+    instead: nothing is published.
     """
 
     def __init__(
         self,
         path: str,
-        spool: tuple[int, str],
         algorithm: str,
-        commit: Callable[[str, str, int], object],
+        chunk_size: int,
+        inline_threshold: int,
+        on_chunk: Callable[[memoryview, str], None],
+        on_close: Callable[[int, str, list[tuple[str, int]], bytes | None], object],
+        on_discard: Callable[[], None],
     ) -> None:
         super().__init__()
         self.path = path
         self.mode = "wb"
-        fd, self._spool_path = spool
-        self._spool: io.FileIO | None = io.FileIO(fd, "wb", closefd=True)
-        self._hasher: Hasher = new_hasher(algorithm)
+        self._algorithm = algorithm
+        self._chunk_size = chunk_size
+        self._inline_threshold = inline_threshold
+        self._on_chunk = on_chunk
+        self._on_close = on_close
+        self._on_discard = on_discard
+        self._whole: Hasher = new_hasher(algorithm)
+        self._buffer = bytearray()
+        self._chunks: list[tuple[str, int]] = []
         self._size = 0
-        self._commit = commit
+        self._open = True
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        if self._spool is None:
+        if not self._open:
             raise ValueError("I/O operation on closed file")
         view = memoryview(data).cast("B")
-        self._hasher.update(view)
-        written = 0
-        while written < len(view):
-            n = self._spool.write(view[written:])
-            written += n or 0
-        self._size += written
-        return written
+        n = len(view)
+        self._whole.update(view)
+        self._size += n
+        chunk_size = self._chunk_size
+        while view:
+            if not self._buffer and len(view) >= chunk_size:
+                self._emit(view[:chunk_size])  # straight from the caller's buffer: no copy
+                view = view[chunk_size:]
+                continue
+            take = min(chunk_size - len(self._buffer), len(view))
+            self._buffer += view[:take]
+            view = view[take:]
+            if len(self._buffer) == chunk_size:
+                self._emit(memoryview(self._buffer))
+                self._buffer = bytearray()
+        return n
+
+    def _emit(self, chunk: memoryview) -> None:
+        hasher = new_hasher(self._algorithm)
+        hasher.update(chunk)
+        digest = hasher.hexdigest()
+        self._chunks.append((digest, len(chunk)))
+        self._on_chunk(chunk, digest)
 
     def tell(self) -> int:
         return self._size
 
     def discard(self) -> None:
         """Drop everything written so far; nothing is published."""
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
-            _unlink_quietly(self._spool_path)
+        if self._open:
+            self._open = False
+            self._buffer = bytearray()
+            self._on_discard()
         super().close()
 
     def close(self) -> None:
-        if self._spool is None:
+        if not self._open:
             super().close()
             return
-        spool, self._spool = self._spool, None
+        self._open = False
         try:
-            spool.close()
-            self._commit(self._spool_path, self._hasher.hexdigest(), self._size)
+            if not self._chunks and self._size <= self._inline_threshold:
+                self._on_close(self._size, self._whole.hexdigest(), [], bytes(self._buffer))
+            else:
+                if self._buffer:
+                    self._emit(memoryview(self._buffer))
+                self._on_close(self._size, self._whole.hexdigest(), self._chunks, None)
+        except BaseException:
+            self._on_discard()
+            raise
         finally:
-            _unlink_quietly(self._spool_path)  # gone already if the cache adopted it
+            self._buffer = bytearray()
             super().close()
 
     def __exit__(
@@ -92,7 +126,7 @@ class WriteFile(io.BufferedIOBase):
 
     def __del__(self) -> None:
         # Never publish from the garbage collector: a file dropped without close() was not finished.
-        if getattr(self, "_spool", None) is not None:
+        if getattr(self, "_open", False):
             self.discard()
 
 
@@ -230,8 +264,3 @@ class ReadFile(io.BufferedIOBase):
         if not self.closed:
             self._handle.close()
         super().close()
-
-
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)

@@ -11,7 +11,7 @@ from fsspec.spec import AbstractFileSystem
 from fsspec.utils import stringify_path
 
 from cas_store.cache import LocalCache
-from cas_store.config import StoreConfig
+from cas_store.config import DEFAULT_CHUNK_SIZE, StoreConfig
 from cas_store.errors import StoreOfflineError
 from cas_store.files import TextWriteFile
 from cas_store.format import Entry
@@ -358,7 +358,7 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
             return
         # Another store root: its bucket prefix needs the blob too, so the bytes are copied.
         with self.open(path1, "rb") as src, self.open(path2, "wb") as dst:
-            while block := src.read(dst_store.config.part_size):
+            while block := src.read(DEFAULT_CHUNK_SIZE):
                 dst.write(block)
 
     def rm_file(self, path: Any) -> None:

@@ -25,15 +25,18 @@ class Marker:
 
     version: int
     hash_algorithm: str
+    chunk_size: int | None = None  # None in markers that predate the field
     created_by: str = ""
 
     def encode(self) -> bytes:
-        doc = {
+        doc: dict[str, Any] = {
             "format": FORMAT_NAME,
             "version": self.version,
             "hash_algorithm": self.hash_algorithm,
             "created_by": self.created_by,
         }
+        if self.chunk_size is not None:
+            doc["chunk_size"] = self.chunk_size
         return json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
 
     @classmethod
@@ -58,7 +61,10 @@ class Marker:
             check_algorithm(algorithm)
         except ValueError as exc:
             raise IncompatibleStoreError(f"the store at {where}: {exc}") from exc
-        return cls(version=version, hash_algorithm=algorithm, created_by=str(doc.get("created_by", "")))
+        chunk_size = doc.get("chunk_size")
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
+            raise IncompatibleStoreError(f"the store at {where} has an invalid chunk_size {chunk_size!r}")
+        return cls(version, algorithm, chunk_size, str(doc.get("created_by", "")))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ offline fast path live in one place.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -22,7 +23,7 @@ from fsspec.asyn import sync
 from fsspec.exceptions import FSTimeoutError
 from s3fs import S3FileSystem
 
-from cas_store.config import StoreConfig
+from cas_store.config import DEFAULT_CHUNK_SIZE, StoreConfig
 from cas_store.errors import (
     BucketNotFoundError,
     CASStoreError,
@@ -111,7 +112,7 @@ class S3:
             use_listings_cache=False,
             cache_regions=False,
             max_concurrency=config.max_concurrency,
-            default_block_size=config.part_size,
+            default_block_size=config.chunk_size or DEFAULT_CHUNK_SIZE,
         )
         # botocore retries every failure (config_kwargs["retries"]); s3fs's loop adds backoff for
         # throttling and dropped connections. Its default of 5 would multiply botocore's attempts.
@@ -169,6 +170,21 @@ class S3:
             raise
         except Exception as exc:
             self.raise_translated(exc, what)
+
+    def submit(self, what: str, coro_fn: Callable[[], Awaitable[T]]) -> concurrent.futures.Future[T]:
+        """Start ``coro_fn()`` on s3fs's loop without waiting; the future raises translated errors."""
+        if self.is_offline():
+            raise self.offline_error(what)
+
+        async def guarded() -> T:
+            try:
+                return await coro_fn()
+            except CASStoreError:
+                raise
+            except Exception as exc:
+                self.raise_translated(exc, what)
+
+        return asyncio.run_coroutine_threadsafe(guarded(), self.fs.loop)
 
     def call(self, what: str, method: str, **kwargs: Any) -> Any:
         """One botocore call (``method`` is the client method name, e.g. ``head_object``)."""

@@ -11,6 +11,7 @@ Invariants kept here (DESIGN.md):
 from __future__ import annotations
 
 import bisect
+import concurrent.futures
 import contextlib
 import datetime as dt
 import io
@@ -22,7 +23,7 @@ from typing import BinaryIO
 from cas_store import __version__
 from cas_store.blobstore import BlobStore
 from cas_store.cache import LocalCache
-from cas_store.config import StoreConfig
+from cas_store.config import DEFAULT_CHUNK_SIZE, StoreConfig
 from cas_store.errors import IncompatibleStoreError, IntegrityError, StoreOfflineError
 from cas_store.files import ReadFile, WriteFile
 from cas_store.format import FORMAT_VERSION, Chunk, Entry, Marker
@@ -90,7 +91,10 @@ class Store:
                 f"cas_store store (e.g. {occupant!r}); choose an empty prefix as the root"
             )
         marker = Marker(
-            FORMAT_VERSION, self.config.hash_algorithm or DEFAULT_ALGORITHM, f"cas_store {__version__}"
+            FORMAT_VERSION,
+            self.config.hash_algorithm or DEFAULT_ALGORITHM,
+            self.config.chunk_size or DEFAULT_CHUNK_SIZE,
+            f"cas_store {__version__}",
         )
         body = marker.encode()
 
@@ -126,6 +130,14 @@ class Store:
                 f"the store {self.root.uri} hashes with {marker.hash_algorithm!r} but the "
                 f"configuration asks for {wanted!r}: drop hash_algorithm from the configuration "
                 "or use a new root for the other algorithm"
+            )
+        wanted_size = self.config.chunk_size
+        if wanted_size is not None and wanted_size != (marker.chunk_size or DEFAULT_CHUNK_SIZE):
+            raise IncompatibleStoreError(
+                f"the store {self.root.uri} cuts files into chunks of "
+                f"{marker.chunk_size or DEFAULT_CHUNK_SIZE} bytes but "
+                f"the configuration asks for {wanted_size}: drop chunk_size from the configuration "
+                "(identical files would otherwise stop deduplicating) or use a new root"
             )
         self.cache.mirror.put_marker(self.id, raw)
         return marker
@@ -200,32 +212,26 @@ class Store:
             raise self.s3.offline_error(f"writing {display_path}")
         marker = self.marker(create=True)
         assert marker is not None
+        algorithm = marker.hash_algorithm
+        uploads = _ChunkUploads(self, algorithm)
+
+        def on_close(size: int, digest: str, chunks: list[tuple[str, int]], inline: bytes | None) -> None:
+            uploads.finish()  # every blob durable (or known to be) before the entry exists
+            if inline is not None:
+                entry = Entry(size, algorithm, digest, inline=inline)
+            else:
+                entry = Entry(size, algorithm, digest, chunks=tuple(Chunk(d, n) for d, n in chunks))
+            self.publish(rel, entry)
+
         return WriteFile(
             display_path,
-            self.cache.temp_file(".spool"),
-            marker.hash_algorithm,
-            lambda spool, digest, size: self.commit(rel, spool, marker.hash_algorithm, digest, size),
+            algorithm,
+            marker.chunk_size or DEFAULT_CHUNK_SIZE,
+            self.config.inline_threshold,
+            on_chunk=uploads.submit,
+            on_close=on_close,
+            on_discard=uploads.abort,
         )
-
-    def commit(self, rel: str, spool_path: str, algorithm: str, digest: str, size: int) -> Record:
-        """Publish the spooled content as ``rel``: blob (if new) first, entry last."""
-        if size <= self.config.inline_threshold:
-            with open(spool_path, "rb") as f:
-                entry = Entry(size, algorithm, digest, inline=f.read())
-        else:
-            self.ensure_blob(algorithm, digest, spool_path)
-            entry = Entry(size, algorithm, digest, chunks=(Chunk(digest, size),))
-            self.cache.adopt(algorithm, digest, spool_path)
-        return self.publish(rel, entry)
-
-    def ensure_blob(self, algorithm: str, digest: str, local_path: str) -> None:
-        """Make the blob durable in S3, uploading only if it is not known to be there."""
-        key = self.root.blob_key(algorithm, digest)
-        if self.cache.mirror.knows_blob(self.id, key, self.config.blob_memo_ttl):
-            return
-        if not self.blobs.exists(algorithm, digest):
-            self.blobs.upload(algorithm, digest, local_path)
-        self.cache.mirror.remember_blob(self.id, key)
 
     def publish(self, rel: str, entry: Entry) -> Record:
         record = self.manifest.put(rel, entry)
@@ -251,6 +257,7 @@ class Store:
         def source() -> BinaryIO:
             if len(entry.chunks) == 1:
                 return self.open_chunk(entry.algorithm, entry.chunks[0])
+            self.prefetch(entry.algorithm, entry.chunks)
             return _ChunkedReader(display_path, entry, self)  # type: ignore[return-value]
 
         handle = source()
@@ -270,6 +277,15 @@ class Store:
         if handle is not None:
             return handle
         return self.fetch(algorithm, chunk)
+
+    def prefetch(self, algorithm: str, chunks: tuple[Chunk, ...]) -> None:
+        """Bring the chunks the cache lacks into it, ``max_concurrency`` downloads at a time."""
+        missing = {c.digest: c for c in chunks if not self.cache.has_blob(algorithm, c.digest)}
+        if not missing:
+            return
+        with concurrent.futures.ThreadPoolExecutor(self.config.max_concurrency) as pool:
+            for handle in pool.map(lambda c: self.fetch(algorithm, c), missing.values()):
+                handle.close()
 
     def fetch(self, algorithm: str, chunk: Chunk) -> BinaryIO:
         """Download a blob, verify it, put it in the cache and return an open handle on it."""
@@ -305,6 +321,63 @@ class Store:
 
     def list_dir(self, rel: str) -> tuple[list[Listed], list[str]]:
         return self.manifest.list_dir(rel)
+
+
+class _ChunkUploads:
+    """The chunks of one file being written: each new one is cached locally and uploaded
+    in the background, at most ``max_concurrency`` at a time (the writer waits for a slot,
+    which bounds memory); chunks already known to be in the store cost nothing.
+    """
+
+    def __init__(self, store: Store, algorithm: str) -> None:
+        self._store = store
+        self._algorithm = algorithm
+        self._slots = threading.BoundedSemaphore(store.config.max_concurrency)
+        self._pending: list[tuple[str, concurrent.futures.Future[None]]] = []
+        self._seen: set[str] = set()  # a file may repeat a chunk: store it once
+
+    def submit(self, chunk: memoryview, digest: str) -> None:
+        if digest in self._seen:
+            return
+        self._seen.add(digest)
+        store, algorithm = self._store, self._algorithm
+        key = store.root.blob_key(algorithm, digest)
+        if not store.cache.has_blob(algorithm, digest):
+            store.cache.put_blob(algorithm, digest, chunk)  # so that reading it back is local
+        if store.cache.mirror.knows_blob(store.id, key, store.config.blob_memo_ttl):
+            return
+        self._raise_failed()
+        self._slots.acquire()
+        try:
+            future = store.blobs.store(algorithm, digest, bytes(chunk))
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _: self._slots.release())
+        self._pending.append((key, future))
+
+    def _raise_failed(self) -> None:
+        """Surface a failed upload at the next write rather than only at close()."""
+        for _, future in self._pending:
+            if future.done() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+
+    def finish(self) -> None:
+        """Wait for every upload; raise the first failure."""
+        try:
+            for key, future in self._pending:
+                future.result()
+                self._store.cache.mirror.remember_blob(self._store.id, key)
+        except BaseException:
+            self.abort()
+            raise
+        self._pending = []
+
+    def abort(self) -> None:
+        """Stop waiting: uploads still running may finish (an unreferenced blob is harmless)."""
+        for _, future in self._pending:
+            future.cancel()
+        self._pending = []
 
 
 class _ChunkedReader(io.BufferedIOBase):

@@ -67,7 +67,7 @@ STORE_OPTION_FIELDS = (
     "cache_eviction_policy",
     "hash_algorithm",
     "inline_threshold",
-    "part_size",
+    "chunk_size",
     "max_concurrency",
     "connect_timeout",
     "read_timeout",
@@ -159,7 +159,10 @@ class S3CASArtifactStoreConfig(BaseArtifactStoreConfig, AuthenticationConfigMixi
         default=_DEFAULTS["inline_threshold"],
         description="Files up to this many bytes are stored inside their manifest entry.",
     )
-    part_size: int = Field(default=_DEFAULTS["part_size"], description="Multipart part size in bytes.")
+    chunk_size: int | None = Field(
+        default=_DEFAULTS["chunk_size"],
+        description="Files are stored as chunks (blobs) of this many bytes; None: the store's (8 MiB).",
+    )
     max_concurrency: int = Field(
         default=_DEFAULTS["max_concurrency"], description="Concurrent S3 requests per transfer."
     )

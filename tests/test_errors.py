@@ -85,8 +85,8 @@ def test_bad_options_are_rejected_with_guidance(tmp_path: Path) -> None:
         CASFileSystem(root="s3cas://b", cache_sise=1, cache_dir=str(tmp_path), skip_instance_cache=True)
     with pytest.raises(ValueError, match="unknown hash algorithm"):
         StoreConfig(hash_algorithm="md5")
-    with pytest.raises(ValueError, match="5 MiB"):
-        StoreConfig(part_size=1024)
+    with pytest.raises(ValueError, match="1 MiB"):
+        StoreConfig(chunk_size=1024)
     with pytest.raises(ValueError, match="both"):
         StoreConfig(aws_access_key_id="only-the-key")
 

@@ -40,10 +40,10 @@ def test_text_modes(fs: CASFileSystem, root: str) -> None:
 
 
 def test_multipart_sized_file_seek_and_ranges(make_fs: FSFactory, root: str) -> None:
-    fs = make_fs(part_size=5 * 2**20, inline_threshold=0)
-    data = os.urandom(12 * 2**20 + 123)  # > 2 parts: exercises multipart upload and ranged GETs
+    fs = make_fs(chunk_size=5 * 2**20, inline_threshold=0)
+    data = os.urandom(12 * 2**20 + 123)  # 3 chunks: exercises chunked upload and reads across chunks
     fs.pipe(f"{root}/big.bin", data)
-    cold = make_fs(part_size=5 * 2**20, cache_dir=str(Path(fs.config.resolved_cache_dir).parent / "cold"))
+    cold = make_fs(cache_dir=str(Path(fs.config.resolved_cache_dir).parent / "cold"))
     with cold.open(f"{root}/big.bin", "rb") as f:
         assert f.seekable()
         f.seek(7 * 2**20)

@@ -117,7 +117,7 @@ def test_future_entry_version_is_incompatible() -> None:
 
 
 def test_marker_round_trip_and_incompatible_versions() -> None:
-    marker = Marker(1, "sha256", "cas_store test")
+    marker = Marker(1, "sha256", 4 * 2**20, "cas_store test")
     assert Marker.decode(marker.encode(), "t") == marker
     future = json.dumps({"format": "cas_store", "version": 2, "hash_algorithm": "xxh128"}).encode()
     with pytest.raises(IncompatibleStoreError, match="version 2"):

@@ -67,18 +67,20 @@ def test_identical_content_is_stored_once(
 def test_entry_is_published_only_after_the_blob_is_durable(
     make_fs: FSFactory, root: str, moto: MotoServer
 ) -> None:
-    fs = make_fs(part_size=5 * 2**20)
+    fs = make_fs(chunk_size=2**20)
     fs.pipe(f"{root}/warmup", b"initialises the marker")
     with moto.record() as log:
-        fs.pipe(f"{root}/big.bin", os.urandom(11 * 2**20))  # multipart: several blob requests
+        fs.pipe(f"{root}/big.bin", os.urandom(3 * 2**20 + 5))  # 4 chunks, uploaded concurrently
     keys = [(r.method, r.key or "", r.query) for r in log.requests]
     blob_writes = [i for i, (m, k, _) in enumerate(keys) if k.startswith(BLOBS) and m in ("PUT", "POST")]
     manifest_puts = [i for i, (m, k, _) in enumerate(keys) if k.startswith(MANIFEST) and m == "PUT"]
     assert blob_writes and manifest_puts == [len(keys) - 1], log.summary()
     assert max(blob_writes) < manifest_puts[0]
-    # The upload was a conditional create, completed before the entry was written.
-    complete = [r for r in log.requests if r.method == "POST" and "uploadId" in r.query]
-    assert complete and complete[0].if_none_match == "*", log.summary()
+    # Each blob was asked for first, then created conditionally, all before the entry.
+    puts = log.filter("PUT", key_prefix=BLOBS)
+    assert len(puts) == 4, log.summary()
+    assert all(r.if_none_match == "*" for r in puts)
+    assert log.count("HEAD", key_prefix=BLOBS) == 4
 
 
 def test_warm_read_makes_no_blob_request(
@@ -213,11 +215,12 @@ MEMORY_PROBE = textwrap.dedent(
                        client_kwargs={"endpoint_url": endpoint}, cache_dir=cache)
     fs.pipe(f"s3cas://{bucket}/store/warmup-{mode}", os.urandom(100_000))  # imports, pools, marker
     fs.cat(f"s3cas://{bucket}/store/warmup-{mode}")
-    block = os.urandom(4 * 2**20)
+    block = bytearray(os.urandom(4 * 2**20))
     base = hwm()
     if mode == "write":
         with fs.open(f"s3cas://{bucket}/store/big", "wb") as f:
-            for _ in range(size // len(block)):
+            for i in range(size // len(block)):
+                block[:8] = i.to_bytes(8, "big")  # every chunk distinct: nothing deduplicates
                 f.write(block)
     else:
         n = 0
@@ -257,7 +260,7 @@ def test_memory_does_not_grow_with_file_size(moto: MotoServer, bucket: str, tmp_
         assert out.returncode == 0, out.stderr[-3000:]
         growth[mode] = int(out.stdout.strip().splitlines()[-1])
     print("peak RSS growth:", growth)
-    # The transfer window (about 2 x max_concurrency x part_size = 64 MiB) plus slack.
+    # The transfer window (about 2 x max_concurrency x chunk_size + a chunk = 56 MiB) plus slack.
     assert growth["write"] < 80 * 2**20, growth
     assert growth["read"] < 80 * 2**20, growth
 
@@ -298,3 +301,28 @@ def test_chunked_entry_with_a_wrong_whole_digest_is_an_integrity_error(fs: CASFi
     path = _publish_chunked(fs, root, [os.urandom(70_000), os.urandom(70_000)], digest="0" * 32)
     with pytest.raises(IntegrityError, match="even as fetched afresh"):
         fs.cat(path)
+
+
+def test_files_are_stored_as_chunks_and_share_them(
+    make_fs: FSFactory, root: str, moto: MotoServer, s3client: Any, bucket: str
+) -> None:
+    """Fixed-size chunks: a file that repeats a chunk, or shares a prefix with a stored
+    file, uploads only the chunks the store lacks."""
+    fs = make_fs(chunk_size=2**20)
+    a = os.urandom(3 * 2**20 + 100)
+    with moto.record() as log:
+        fs.pipe(f"{root}/a.bin", a)
+    assert log.count("PUT", key_prefix=BLOBS) == 4
+    info = fs.info(f"{root}/a.bin")
+    assert info["digest"] == hash_bytes("xxh128", a)
+    b = a[: 3 * 2**20] + os.urandom(5000)  # the same first three chunks, another tail
+    with moto.record() as log:
+        fs.pipe(f"{root}/b.bin", b)
+    assert log.count("PUT", key_prefix=BLOBS) == 1, log.summary()
+    repeated = os.urandom(2**20) * 5
+    with moto.record() as log:
+        fs.pipe(f"{root}/repeated.bin", repeated)
+    assert log.count("PUT", key_prefix=BLOBS) == 1, log.summary()
+    assert len(_blob_objects(s3client, bucket)) == 4 + 1 + 1
+    assert fs.cat(f"{root}/b.bin") == b
+    assert fs.cat(f"{root}/repeated.bin") == repeated

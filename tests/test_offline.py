@@ -100,3 +100,25 @@ def test_first_contact_offline_is_a_clear_error(make_fs: FSFactory, root: str, s
     fs: CASFileSystem = make_fs()
     assert _timed_raise(fs.cat, f"{root}/anything") < FAST
     assert _timed_raise(fs.ls, root) < FAST
+
+
+def test_losing_s3_while_chunks_upload_publishes_nothing(
+    server: MotoServer, make_fs: FSFactory, root: str
+) -> None:
+    fs = make_fs(chunk_size=2**20, offline_retry_after=0.2)
+    fs.pipe(f"{root}/before", b"marker is created")
+
+    def produce() -> None:
+        with fs.open(f"{root}/big.bin", "wb") as f:
+            f.write(os.urandom(3 * 2**20))  # three chunks go up in the background
+            server.stop()
+            for _ in range(8):
+                f.write(os.urandom(2**20))
+
+    start = time.monotonic()
+    with pytest.raises(StoreOfflineError):
+        produce()
+    assert time.monotonic() - start < 2 * FAST
+    server.start()
+    time.sleep(0.3)
+    assert not fs.exists(f"{root}/big.bin")

@@ -238,7 +238,7 @@ def test_config_derives_the_bucket_from_the_path() -> None:
         ({"path": "s3cas://"}, ValueError),
         ({"path": "s3cas://b/../x"}, ValueError),
         ({"path": "s3cas://b", "cache_eviction_policy": "fifo"}, ValueError),
-        ({"path": "s3cas://b", "part_size": 1024}, ValueError),
+        ({"path": "s3cas://b", "chunk_size": 1024}, ValueError),
         ({"path": "s3cas://b", "hash_algorithm": "md5"}, ValueError),
         ({"path": "s3cas://b", "aws_access_key_id": "only-the-key"}, ValueError),
         ({"path": "s3cas://b", "client_kwargs": {"endpoint_url": "ftp://host"}}, ValueError),
@@ -447,7 +447,7 @@ def test_config_reaches_the_file_system(make_store: StoreFactory, root: str, tmp
         cache_size=2**30,
         cache_eviction_policy="least-recently-used",
         inline_threshold=100,
-        part_size=8 * 2**20,
+        chunk_size=8 * 2**20,
         max_concurrency=2,
         offline_retry_after=3.0,
         config_kwargs={"request_checksum_calculation": "when_required"},
@@ -463,7 +463,7 @@ def test_config_reaches_the_file_system(make_store: StoreFactory, root: str, tmp
         "least-recently-used",
         100,
     )
-    assert (config.part_size, config.max_concurrency, config.offline_retry_after) == (8 * 2**20, 2, 3.0)
+    assert (config.chunk_size, config.max_concurrency, config.offline_retry_after) == (8 * 2**20, 2, 3.0)
     assert config.config_kwargs == {"request_checksum_calculation": "when_required"}
     assert config.s3_additional_kwargs == {"StorageClass": "STANDARD"}
     with store.open(f"{root}/x.bin", "wb") as f:
