@@ -71,21 +71,29 @@ class Mirror:
     offline listings need ordered prefix scans, which diskcache does not offer.
     """
 
-    _SCHEMA = """
-        CREATE TABLE IF NOT EXISTS entries (
-            store TEXT NOT NULL, rel TEXT NOT NULL, entry BLOB NOT NULL,
-            etag TEXT NOT NULL, modified REAL NOT NULL, PRIMARY KEY (store, rel)) WITHOUT ROWID;
-        CREATE TABLE IF NOT EXISTS remote_blobs (
-            store TEXT NOT NULL, key TEXT NOT NULL, seen REAL NOT NULL,
-            PRIMARY KEY (store, key)) WITHOUT ROWID;
-        CREATE TABLE IF NOT EXISTS markers (store TEXT PRIMARY KEY, marker BLOB NOT NULL);
-    """
+    # The mirror is a cache: a database of another schema version is dropped and rebuilt.
+    _SCHEMA_VERSION = 2
+    _SCHEMA = (
+        # checked: when S3 last confirmed the entry (see StoreConfig.entry_ttl).
+        "CREATE TABLE entries (store TEXT NOT NULL, rel TEXT NOT NULL, entry BLOB NOT NULL, "
+        "etag TEXT NOT NULL, modified REAL NOT NULL, checked REAL NOT NULL, "
+        "PRIMARY KEY (store, rel)) WITHOUT ROWID",
+        "CREATE TABLE remote_blobs (store TEXT NOT NULL, key TEXT NOT NULL, seen REAL NOT NULL, "
+        "PRIMARY KEY (store, key)) WITHOUT ROWID",
+        "CREATE TABLE markers (store TEXT PRIMARY KEY, marker BLOB NOT NULL)",
+    )
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
-        with self._connect() as conn:
-            conn.executescript(self._SCHEMA)
+        conn = self._connect()
+        with _transaction(conn):
+            if conn.execute("PRAGMA user_version").fetchone()[0] != self._SCHEMA_VERSION:
+                for table in ("entries", "remote_blobs", "markers"):
+                    conn.execute(f"DROP TABLE IF EXISTS {table}")
+                for statement in self._SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {self._SCHEMA_VERSION}")
 
     def _connect(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -105,25 +113,32 @@ class Mirror:
             self._local.conn = None
 
     def put_entry(self, store: str, rel: str, entry: bytes, etag: str, modified: float) -> None:
-        self._connect().execute(
-            "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)", (store, rel, entry, etag, modified)
-        )
+        """Record an entry that S3 confirmed just now."""
+        self.put_entries(store, [(rel, entry, etag, modified)])
 
     def put_entries(self, store: str, rows: Iterable[tuple[str, bytes, str, float]]) -> None:
+        now = time.time()
         conn = self._connect()
         with _transaction(conn):
             conn.executemany(
-                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)",
-                [(store, *row) for row in rows],
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
+                [(store, *row, now) for row in rows],
             )
 
-    def get_entry(self, store: str, rel: str) -> tuple[bytes, str, float] | None:
+    def get_entry(
+        self, store: str, rel: str, max_age: float | None = None
+    ) -> tuple[bytes, str, float] | None:
+        """(entry, etag, modified) of ``rel``; with ``max_age``, only if S3 confirmed it that recently."""
         row = (
             self._connect()
-            .execute("SELECT entry, etag, modified FROM entries WHERE store = ? AND rel = ?", (store, rel))
+            .execute(
+                "SELECT entry, etag, modified, checked FROM entries WHERE store = ? AND rel = ?", (store, rel)
+            )
             .fetchone()
         )
-        return None if row is None else (bytes(row[0]), row[1], row[2])
+        if row is None or (max_age is not None and time.time() - row[3] >= max_age):
+            return None
+        return bytes(row[0]), row[1], row[2]
 
     def delete_entries(self, store: str, rels: Iterable[str]) -> None:
         conn = self._connect()

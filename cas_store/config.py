@@ -69,6 +69,10 @@ class StoreConfig:
     max_attempts: int = 2
     # After S3 was found unreachable, fail fast for this long before trying again.
     offline_retry_after: float = 15.0
+    # How long an entry S3 confirmed is trusted for reads without asking S3 again. 0 (default):
+    # every open/info asks S3, so another machine's overwrite or delete is seen at once. Raise
+    # it for write-once paths (ZenML artifacts) to make warm reads free of network requests.
+    entry_ttl: float = 0.0
     # How long "this blob is in the bucket" is trusted without asking again.
     blob_memo_ttl: float = 3600.0
 
@@ -84,6 +88,8 @@ class StoreConfig:
             raise ValueError("chunk_size must be between 1 MiB and 5 GiB (S3's largest single PUT)")
         if self.inline_threshold < 0 or self.inline_threshold > 1 * MiB:
             raise ValueError("inline_threshold must be between 0 and 1 MiB")
+        if self.entry_ttl < 0:
+            raise ValueError("entry_ttl must be >= 0 seconds")
         for name in ("cache_size", "max_concurrency", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

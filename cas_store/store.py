@@ -176,8 +176,13 @@ class Store:
         """The current entry of ``rel``: from S3 when reachable, else from the mirror.
 
         Raises :class:`StoreOfflineError` when S3 is unreachable and the mirror has no
-        answer (the path may exist; this machine just has not seen it).
+        answer (the path may exist; this machine just has not seen it). With
+        ``entry_ttl``, an entry S3 confirmed that recently is answered from the mirror.
         """
+        if self.config.entry_ttl > 0:
+            fresh = self.mirrored(rel, max_age=self.config.entry_ttl)
+            if fresh is not None:
+                return fresh
         try:
             self.marker()
             record = self.manifest.get(rel)
@@ -192,8 +197,8 @@ class Store:
             self.remember(record)
         return record
 
-    def mirrored(self, rel: str) -> Record | None:
-        row = self.cache.mirror.get_entry(self.id, rel)
+    def mirrored(self, rel: str, max_age: float | None = None) -> Record | None:
+        row = self.cache.mirror.get_entry(self.id, rel, max_age)
         if row is None:
             return None
         data, etag, modified = row

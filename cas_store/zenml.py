@@ -57,6 +57,8 @@ FLAVOR_NAME = "s3cas"
 
 register_scheme()
 
+ZENML_ENTRY_TTL = 60.0
+
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(StoreConfig)}
 
 #: StoreConfig fields given to CASFileSystem from the same-named config field.
@@ -74,6 +76,7 @@ STORE_OPTION_FIELDS = (
     "max_attempts",
     "offline_retry_after",
     "blob_memo_ttl",
+    "entry_ttl",
 )
 #: StoreConfig fields the artifact store fills in itself (credentials are resolved at
 #: runtime from a connector, a secret or the config; the S3 kwargs may gain a region).
@@ -179,6 +182,13 @@ class S3CASArtifactStoreConfig(BaseArtifactStoreConfig, AuthenticationConfigMixi
     blob_memo_ttl: float = Field(
         default=_DEFAULTS["blob_memo_ttl"],
         description="Seconds a blob known to be in the bucket is trusted without asking S3.",
+    )
+    # ZenML writes every artifact to a new path and never rewrites it, so a confirmed entry
+    # can be trusted for a while: warm artifact loads then make no S3 request at all.
+    entry_ttl: float = Field(
+        default=ZENML_ENTRY_TTL,
+        description="Seconds an entry S3 confirmed is trusted for reads without asking S3 again "
+        "(another machine's overwrite or delete of the same path shows after at most this long).",
     )
 
     @model_validator(mode="before")

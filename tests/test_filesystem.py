@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +229,18 @@ def _keys(client: Any, bucket: str, prefix: str) -> list[str]:
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         out += [o["Key"] for o in page.get("Contents", [])]
     return sorted(out)
+
+
+def test_entry_ttl_trusts_confirmed_entries_for_a_while(
+    make_fs: FSFactory, root: str, tmp_path: Path
+) -> None:
+    writer = make_fs()
+    writer.pipe(f"{root}/f", b"version 1" * 5000)
+    strict = make_fs(cache_dir=str(tmp_path / "strict"))
+    relaxed = make_fs(cache_dir=str(tmp_path / "relaxed"), entry_ttl=0.5)
+    assert strict.cat(f"{root}/f") == relaxed.cat(f"{root}/f") == b"version 1" * 5000
+    writer.pipe(f"{root}/f", b"version 2" * 5000)
+    assert strict.cat(f"{root}/f") == b"version 2" * 5000  # entry_ttl=0: asks S3 every time
+    assert relaxed.cat(f"{root}/f") == b"version 1" * 5000  # within the TTL: the confirmed entry
+    time.sleep(0.6)
+    assert relaxed.cat(f"{root}/f") == b"version 2" * 5000

@@ -326,3 +326,16 @@ def test_files_are_stored_as_chunks_and_share_them(
     assert len(_blob_objects(s3client, bucket)) == 4 + 1 + 1
     assert fs.cat(f"{root}/b.bin") == b
     assert fs.cat(f"{root}/repeated.bin") == repeated
+
+
+def test_warm_reads_with_entry_ttl_make_no_request(make_fs: FSFactory, root: str, moto: MotoServer) -> None:
+    fs = make_fs(entry_ttl=60)
+    data = os.urandom(300_000)
+    fs.pipe(f"{root}/f.bin", data)
+    fs.pipe(f"{root}/small", b"tiny")
+    with moto.record() as log:
+        for _ in range(3):
+            assert fs.cat(f"{root}/f.bin") == data
+            assert fs.cat(f"{root}/small") == b"tiny"
+            assert fs.size(f"{root}/f.bin") == len(data)
+    assert log.requests == [], log.summary()
