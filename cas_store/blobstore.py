@@ -6,7 +6,7 @@ import concurrent.futures
 import logging
 import os
 
-from cas_store.config import DEFAULT_CHUNK_SIZE
+from cas_store.format import DEFAULT_CHUNK_SIZE
 from cas_store.layout import Root
 from cas_store.s3 import S3, gather_limited, is_not_implemented, is_precondition_failed
 

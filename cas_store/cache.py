@@ -8,7 +8,7 @@ Layout of ``cache_dir``::
 
     blobs/            diskcache.Cache, one file per blob, size-bounded
     mirror.sqlite3    manifest entries this machine has seen, blobs known to be in S3
-    tmp/              spool and download files (same filesystem, so adoption is a rename)
+    tmp/              chunks being cached and downloads (same filesystem: adoption is a rename)
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class _Adopt:
 class AdoptingDisk(diskcache.Disk):  # type: ignore[misc]
     """diskcache's Disk, plus storing a finished file by renaming it into the cache.
 
-    Saves a full copy per fill: spool and download files already live on the cache's
+    Saves a full copy per fill: chunk and download files already live on the cache's
     filesystem and are complete and verified before they are stored.
     """
 

@@ -8,15 +8,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cas_store.format import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from cas_store.hashing import check_algorithm
 
 KiB = 2**10
 MiB = 2**20
 GiB = 2**30
 
-DEFAULT_CHUNK_SIZE = 8 * MiB
-MIN_CHUNK_SIZE = 1 * MiB
-MAX_CHUNK_SIZE = 5 * GiB
 EVICTION_POLICIES = ("least-recently-stored", "least-recently-used", "least-frequently-used", "none")
 
 

@@ -1,7 +1,7 @@
 """File objects returned by ``CASFileSystem.open``.
 
-:class:`WriteFile` spools to a local temporary file while hashing and publishes on
-``close()``; :class:`ReadFile` reads a local (cached) copy and checks its digest
+:class:`WriteFile` cuts what is written into chunks, hashed and handed to the store as
+they fill, and publishes on ``close()``; :class:`ReadFile` reads a local (cached) copy and checks its digest
 whenever the whole content passes through it in order.
 """
 
@@ -51,6 +51,7 @@ class WriteFile(io.BufferedIOBase):
         self._chunks: list[tuple[str, int]] = []
         self._size = 0
         self._open = True
+        self._failed: BaseException | None = None  # a write() that raised poisons the file
 
     def writable(self) -> bool:
         return True
@@ -58,6 +59,16 @@ class WriteFile(io.BufferedIOBase):
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         if not self._open:
             raise ValueError("I/O operation on closed file")
+        if self._failed is not None:
+            raise OSError(f"an earlier write to {self.path} failed; discard the file") from self._failed
+        try:
+            return self._write(data)
+        except BaseException as exc:
+            # Part of ``data`` may be hashed but not stored: this content can never be published.
+            self._failed = exc
+            raise
+
+    def _write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data).cast("B")
         n = len(view)
         self._whole.update(view)
@@ -100,6 +111,10 @@ class WriteFile(io.BufferedIOBase):
             return
         self._open = False
         try:
+            if self._failed is not None:
+                raise OSError(
+                    f"an earlier write to {self.path} failed, so nothing was published"
+                ) from self._failed
             if not self._chunks and self._size <= self._inline_threshold:
                 self._on_close(self._size, self._whole.hexdigest(), [], bytes(self._buffer))
             else:

@@ -11,10 +11,10 @@ from fsspec.spec import AbstractFileSystem
 from fsspec.utils import stringify_path
 
 from cas_store.cache import LocalCache
-from cas_store.config import DEFAULT_CHUNK_SIZE, StoreConfig
+from cas_store.config import StoreConfig
 from cas_store.errors import StoreOfflineError
 from cas_store.files import TextWriteFile
-from cas_store.format import Entry
+from cas_store.format import DEFAULT_CHUNK_SIZE, Entry
 from cas_store.layout import PROTOCOL, Root, split_path
 from cas_store.manifest import Listed, Record
 from cas_store.s3 import S3

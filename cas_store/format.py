@@ -14,6 +14,11 @@ from typing import Any
 from cas_store.errors import IncompatibleStoreError, IntegrityError
 from cas_store.hashing import check_algorithm, is_valid_digest
 
+# Chunk sizes a store may declare: S3's largest single PUT bounds them from above.
+DEFAULT_CHUNK_SIZE = 8 * 2**20
+MIN_CHUNK_SIZE = 2**20
+MAX_CHUNK_SIZE = 5 * 2**30
+
 FORMAT_NAME = "cas_store"
 FORMAT_VERSION = 1
 ENTRY_VERSION = 1
@@ -62,8 +67,13 @@ class Marker:
         except ValueError as exc:
             raise IncompatibleStoreError(f"the store at {where}: {exc}") from exc
         chunk_size = doc.get("chunk_size")
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
-            raise IncompatibleStoreError(f"the store at {where} has an invalid chunk_size {chunk_size!r}")
+        if chunk_size is not None and (
+            type(chunk_size) is not int or not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE
+        ):
+            raise IncompatibleStoreError(
+                f"the store at {where} declares chunk_size {chunk_size!r}; cas_store writes chunks of "
+                f"{MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE} bytes: use another root"
+            )
         return cls(version, algorithm, chunk_size, str(doc.get("created_by", "")))
 
 
@@ -81,7 +91,7 @@ class Entry:
 
     ``digest`` is the hash of the whole content. The content is either ``inline``
     (tiny files) or the concatenation of ``chunks``, each a blob keyed by its own
-    digest. Today a file is stored as one chunk whose digest equals ``digest``.
+    digest (writers cut files at fixed offsets; readers accept any cut).
     """
 
     size: int

@@ -23,13 +23,14 @@ from fsspec.asyn import sync
 from fsspec.exceptions import FSTimeoutError
 from s3fs import S3FileSystem
 
-from cas_store.config import DEFAULT_CHUNK_SIZE, StoreConfig
+from cas_store.config import StoreConfig
 from cas_store.errors import (
     BucketNotFoundError,
     CASStoreError,
     CredentialsError,
     StoreOfflineError,
 )
+from cas_store.format import DEFAULT_CHUNK_SIZE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

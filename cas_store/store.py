@@ -23,10 +23,10 @@ from typing import BinaryIO
 from cas_store import __version__
 from cas_store.blobstore import BlobStore
 from cas_store.cache import LocalCache
-from cas_store.config import DEFAULT_CHUNK_SIZE, StoreConfig
+from cas_store.config import StoreConfig
 from cas_store.errors import IncompatibleStoreError, IntegrityError, StoreOfflineError
 from cas_store.files import ReadFile, WriteFile
-from cas_store.format import FORMAT_VERSION, Chunk, Entry, Marker
+from cas_store.format import DEFAULT_CHUNK_SIZE, FORMAT_VERSION, Chunk, Entry, Marker
 from cas_store.hashing import DEFAULT_ALGORITHM, hash_bytes, hash_file
 from cas_store.layout import Root
 from cas_store.manifest import Listed, ManifestStore, Record
@@ -226,6 +226,7 @@ class Store:
                 entry = Entry(size, algorithm, digest, inline=inline)
             else:
                 entry = Entry(size, algorithm, digest, chunks=tuple(Chunk(d, n) for d, n in chunks))
+            entry.validate(display_path)  # never publish an entry a reader would reject
             self.publish(rel, entry)
 
         return WriteFile(
@@ -289,8 +290,12 @@ class Store:
         if not missing:
             return
         with concurrent.futures.ThreadPoolExecutor(self.config.max_concurrency) as pool:
-            for handle in pool.map(lambda c: self.fetch(algorithm, c), missing.values()):
-                handle.close()
+            futures = [pool.submit(self.fetch, algorithm, c) for c in missing.values()]
+        for future in futures:  # all done: close every handle, then raise the first failure
+            if future.exception() is None:
+                future.result().close()
+        for future in futures:
+            future.result()
 
     def fetch(self, algorithm: str, chunk: Chunk) -> BinaryIO:
         """Download a blob, verify it, put it in the cache and return an open handle on it."""
@@ -388,7 +393,7 @@ class _ChunkUploads:
 class _ChunkedReader(io.BufferedIOBase):
     """The concatenated chunks of an entry stored as several blobs, as one seekable file.
 
-    Written by later format-v1 writers; :class:`ReadFile` checks the whole-file digest on top.
+    :class:`ReadFile` checks the whole-file digest on top.
     """
 
     def __init__(self, path: str, entry: Entry, store: Store) -> None:

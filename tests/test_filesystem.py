@@ -208,7 +208,7 @@ def test_interrupted_write_leaves_no_visible_path(
     assert not fs.exists(f"{root}/partial.bin")
     assert _keys(s3client, bucket, "store/manifest/") == []
     assert _keys(s3client, bucket, "store/blobs/") == []  # nothing uploaded before close()
-    assert list(Path(fs.cache.tmp_dir).iterdir()) == []  # spool removed
+    assert list(Path(fs.cache.tmp_dir).iterdir()) == []  # nothing left half-written
 
     def produce_text() -> None:
         with fs.open(f"{root}/partial.txt", "w") as f:
@@ -244,3 +244,31 @@ def test_entry_ttl_trusts_confirmed_entries_for_a_while(
     assert relaxed.cat(f"{root}/f") == b"version 1" * 5000  # within the TTL: the confirmed entry
     time.sleep(0.6)
     assert relaxed.cat(f"{root}/f") == b"version 2" * 5000
+
+
+def test_a_failed_write_poisons_the_file(
+    make_fs: FSFactory, root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If a chunk cannot be stored, closing the file anyway (as fsspec.open's wrapper does
+    on an exception) must publish nothing rather than an entry with a chunk missing."""
+    fs = make_fs(chunk_size=2**20)
+    fs.pipe(f"{root}/warmup", b"x")
+    calls = {"n": 0}
+    real_put_blob = fs.cache.put_blob
+
+    def put_blob_failing_once(*args: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        real_put_blob(*args)
+
+    monkeypatch.setattr(fs.cache, "put_blob", put_blob_failing_once)
+    f = fs.open(f"{root}/poisoned.bin", "wb")
+    f.write(os.urandom(2**20))
+    with pytest.raises(OSError, match="No space left"):
+        f.write(os.urandom(2**20))
+    with pytest.raises(OSError, match="earlier write"):
+        f.write(b"more")
+    with pytest.raises(OSError, match="nothing was published"):
+        f.close()
+    assert not fs.exists(f"{root}/poisoned.bin")

@@ -143,3 +143,15 @@ def test_hash_algorithms_are_stable(algorithm: str) -> None:
         import xxhash
 
         assert digest == xxhash.xxh3_128_hexdigest(b"abc")
+
+
+@pytest.mark.parametrize("chunk_size", [True, 0, 1024, 6 * 2**30, "8"])
+def test_marker_rejects_chunk_sizes_writers_cannot_use(chunk_size: object) -> None:
+    doc = {"format": "cas_store", "version": 1, "hash_algorithm": "xxh128", "chunk_size": chunk_size}
+    with pytest.raises(IncompatibleStoreError, match="chunk_size"):
+        Marker.decode(json.dumps(doc).encode(), "t")
+
+
+def test_marker_without_chunk_size_is_accepted() -> None:
+    doc = {"format": "cas_store", "version": 1, "hash_algorithm": "xxh128", "unknown-future-field": 1}
+    assert Marker.decode(json.dumps(doc).encode(), "t").chunk_size is None

@@ -188,7 +188,9 @@ def test_missing_blob_is_an_integrity_error(
         make_fs(cache_dir=str(tmp_path / "cold")).cat(f"{root}/f.bin")
 
 
-def test_write_adopts_the_spool_file_into_the_cache(fs: CASFileSystem, root: str, moto: MotoServer) -> None:
+def test_written_content_is_cached_without_a_copy_in_tmp(
+    fs: CASFileSystem, root: str, moto: MotoServer
+) -> None:
     data = os.urandom(300_000)
     fs.pipe(f"{root}/f.bin", data)
     (cached,) = _cache_files(fs)
