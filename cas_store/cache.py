@@ -145,20 +145,22 @@ class Mirror:
         with _transaction(conn):
             conn.executemany("DELETE FROM entries WHERE store = ? AND rel = ?", [(store, r) for r in rels])
 
-    def entries_under(self, store: str, rel: str) -> list[tuple[str, bytes, str, float]]:
+    def _under(self, columns: str, store: str, rel: str, limit: int = -1) -> sqlite3.Cursor:
         """Rows of every path below directory ``rel`` ('' for the root), in path order."""
-        if rel:
-            low, high = rel + "/", rel + "0"  # '0' sorts right after '/'
-            rows = self._connect().execute(
-                "SELECT rel, entry, etag, modified FROM entries "
-                "WHERE store = ? AND rel >= ? AND rel < ? ORDER BY rel",
-                (store, low, high),
-            )
-        else:
-            rows = self._connect().execute(
-                "SELECT rel, entry, etag, modified FROM entries WHERE store = ? ORDER BY rel", (store,)
-            )
+        low, high = (rel + "/", rel + "0") if rel else ("", "\U0010ffff")  # '0' sorts right after '/'
+        return self._connect().execute(
+            f"SELECT {columns} FROM entries WHERE store = ? AND rel >= ? AND rel < ? ORDER BY rel LIMIT ?",
+            (store, low, high, limit),
+        )
+
+    def entries_under(self, store: str, rel: str) -> list[tuple[str, bytes, str, float]]:
+        """(path, entry, etag, modified) of every path below directory ``rel``, in path order."""
+        rows = self._under("rel, entry, etag, modified", store, rel)
         return [(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
+
+    def paths_under(self, store: str, rel: str, limit: int = -1) -> list[str]:
+        """Every path (at most ``limit``) below directory ``rel``, in order."""
+        return [r[0] for r in self._under("rel", store, rel, limit)]
 
     def remember_blob(self, store: str, key: str) -> None:
         self._connect().execute(

@@ -112,7 +112,7 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
         try:
             record = store.resolve(rel)
         except StoreOfflineError:
-            if store.cache.mirror.entries_under(store.id, rel):
+            if store.cache.mirror.paths_under(store.id, rel, limit=1):
                 return self._dir_info(store, rel)
             raise
         if record is not None:
@@ -181,13 +181,15 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 return [info if detail else info["name"]]
             return []
         prefix = store.root.logical_path(rel)
-        prune = [
-            r
-            for r, *_ in store.cache.mirror.entries_under(store.id, rel)
-            if "/" not in r[len(rel) + 1 if rel else 0 :]
-        ]
+        # Files this directory no longer lists are gone: forget them (the mirror answers offline).
+        start = len(rel) + 1 if rel else 0
         present = {item.rel for item in listed}
-        store.cache.mirror.delete_entries(store.id, [r for r in prune if r not in present])
+        gone = [
+            r
+            for r in store.cache.mirror.paths_under(store.id, rel)
+            if "/" not in r[start:] and r not in present
+        ]
+        store.cache.mirror.delete_entries(store.id, gone)
         if not detail:
             names = [store.root.logical_path(i.rel) for i in listed] + [
                 store.root.logical_path(d) for d in dirs

@@ -369,8 +369,8 @@ class S3CASArtifactStore(BaseArtifactStore, AuthenticationMixin):
         """
         base = self.filesystem._strip_protocol(convert_to_str(path))
         names: list[PathType] = []
-        for info in self.filesystem.listdir(path=path):
-            name = str(info["name"]).rstrip("/")
+        for listed in self.filesystem.ls(path, detail=False):  # names only: no entry GETs
+            name = str(listed).rstrip("/")
             if name == base:  # the path is a file: it lists as itself, as in s3fs
                 continue
             names.append(name[len(base) + 1 :] if name.startswith(base + "/") else name.rsplit("/", 1)[-1])
