@@ -113,8 +113,11 @@ class Mirror:
             self._local.conn = None
 
     def put_entry(self, store: str, rel: str, entry: bytes, etag: str, modified: float) -> None:
-        """Record an entry that S3 confirmed just now."""
-        self.put_entries(store, [(rel, entry, etag, modified)])
+        """Record an entry that S3 confirmed just now (one autocommitted statement)."""
+        self._connect().execute(
+            "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
+            (store, rel, entry, etag, modified, time.time()),
+        )
 
     def put_entries(self, store: str, rows: Iterable[tuple[str, bytes, str, float]]) -> None:
         now = time.time()
