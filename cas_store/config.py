@@ -71,6 +71,10 @@ class StoreConfig:
     # every open/info asks S3, so another machine's overwrite or delete is seen at once. Raise
     # it for write-once paths (ZenML artifacts) to make warm reads free of network requests.
     entry_ttl: float = 0.0
+    # Check the whole-file digest whenever cached content is read from start to end (catches
+    # bit rot that keeps size and mtime). Costs about a quarter of a warm read's time; content
+    # is always verified when it enters the cache, and modified cache files are always caught.
+    verify_reads: bool = True
     # How long "this blob is in the bucket" is trusted without asking again.
     blob_memo_ttl: float = 3600.0
 

@@ -182,6 +182,7 @@ class ReadFile(io.BufferedIOBase):
         digest: str,
         refetch: Callable[[], BinaryIO],
         on_corrupt: Callable[[], None],
+        verify: bool = True,
     ) -> None:
         super().__init__()
         self.path = path
@@ -193,7 +194,7 @@ class ReadFile(io.BufferedIOBase):
         self._refetch = refetch
         self._on_corrupt = on_corrupt
         self._pos = 0
-        self._hasher: Hasher | None = new_hasher(algorithm)
+        self._hasher: Hasher | None = new_hasher(algorithm) if verify else None
         self._hashed = 0  # bytes [0, _hashed) went through the hasher
 
     def readable(self) -> bool:

@@ -275,6 +275,7 @@ class Store:
             entry.digest,
             refetch=source,  # after on_corrupt discarded the cached copies: fetches afresh
             on_corrupt=discard,
+            verify=self.config.verify_reads,
         )
 
     def open_chunk(self, algorithm: str, chunk: Chunk) -> BinaryIO:

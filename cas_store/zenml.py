@@ -77,6 +77,7 @@ STORE_OPTION_FIELDS = (
     "offline_retry_after",
     "blob_memo_ttl",
     "entry_ttl",
+    "verify_reads",
 )
 #: StoreConfig fields the artifact store fills in itself (credentials are resolved at
 #: runtime from a connector, a secret or the config; the S3 kwargs may gain a region).
@@ -182,6 +183,10 @@ class S3CASArtifactStoreConfig(BaseArtifactStoreConfig, AuthenticationConfigMixi
     blob_memo_ttl: float = Field(
         default=_DEFAULTS["blob_memo_ttl"],
         description="Seconds a blob known to be in the bucket is trusted without asking S3.",
+    )
+    verify_reads: bool = Field(
+        default=_DEFAULTS["verify_reads"],
+        description="Check the whole-file digest on every full read of cached content.",
     )
     # ZenML writes every artifact to a new path and never rewrites it, so a confirmed entry
     # can be trusted for a while: warm artifact loads then make no S3 request at all.

@@ -341,3 +341,20 @@ def test_warm_reads_with_entry_ttl_make_no_request(make_fs: FSFactory, root: str
             assert fs.cat(f"{root}/small") == b"tiny"
             assert fs.size(f"{root}/f.bin") == len(data)
     assert log.requests == [], log.summary()
+
+
+def test_verify_reads_off_trusts_the_fill_check(make_fs: FSFactory, root: str) -> None:
+    """verify_reads=False skips the whole-file check on cached reads (documented trade-off):
+    silent bit rot then goes unseen, while a modified cache file is still caught."""
+    fs = make_fs(verify_reads=False)
+    data = os.urandom(200_000)
+    fs.pipe(f"{root}/f.bin", data)
+    (cached,) = _cache_files(fs)
+    st = os.stat(cached)
+    with open(cached, "r+b") as f:
+        f.write(b"\x00")
+    os.utime(cached, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert fs.cat(f"{root}/f.bin") != data  # the price of verify_reads=False
+    with open(cached, "r+b") as f:  # a write that moves mtime is still detected at open
+        f.write(b"\x01")
+    assert fs.cat(f"{root}/f.bin") == data
