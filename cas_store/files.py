@@ -47,7 +47,10 @@ class WriteFile(io.BufferedIOBase):
         self._on_close = on_close
         self._on_discard = on_discard
         self._whole: Hasher = new_hasher(algorithm)
+        # One reused chunk buffer, allocated on first need: fresh multi-MiB allocations per
+        # chunk fragment the heap (glibc's adaptive mmap threshold) and grow RSS with file size.
         self._buffer = bytearray()
+        self._filled = 0
         self._chunks: list[tuple[str, int]] = []
         self._size = 0
         self._open = True
@@ -75,17 +78,24 @@ class WriteFile(io.BufferedIOBase):
         self._size += n
         chunk_size = self._chunk_size
         while view:
-            if not self._buffer and len(view) >= chunk_size:
+            if not self._filled and len(view) >= chunk_size:
                 self._emit(view[:chunk_size])  # straight from the caller's buffer: no copy
                 view = view[chunk_size:]
                 continue
-            take = min(chunk_size - len(self._buffer), len(view))
-            self._buffer += view[:take]
+            if not self._buffer:
+                self._buffer = bytearray(chunk_size)
+            take = min(chunk_size - self._filled, len(view))
+            self._buffer[self._filled : self._filled + take] = view[:take]
+            self._filled += take
             view = view[take:]
-            if len(self._buffer) == chunk_size:
-                self._emit(memoryview(self._buffer))
-                self._buffer = bytearray()
+            if self._filled == chunk_size:
+                self._emit_buffer()
         return n
+
+    def _emit_buffer(self) -> None:
+        with memoryview(self._buffer) as whole, whole[: self._filled] as chunk:
+            self._emit(chunk)  # on_chunk copies what it keeps: the buffer is reused
+        self._filled = 0
 
     def _emit(self, chunk: memoryview) -> None:
         hasher = new_hasher(self._algorithm)
@@ -101,7 +111,7 @@ class WriteFile(io.BufferedIOBase):
         """Drop everything written so far; nothing is published."""
         if self._open:
             self._open = False
-            self._buffer = bytearray()
+            self._buffer, self._filled = bytearray(), 0
             self._on_discard()
         super().close()
 
@@ -116,16 +126,16 @@ class WriteFile(io.BufferedIOBase):
                     f"an earlier write to {self.path} failed, so nothing was published"
                 ) from self._failed
             if not self._chunks and self._size <= self._inline_threshold:
-                self._on_close(self._size, self._whole.hexdigest(), [], bytes(self._buffer))
+                self._on_close(self._size, self._whole.hexdigest(), [], bytes(self._buffer[: self._filled]))
             else:
-                if self._buffer:
-                    self._emit(memoryview(self._buffer))
+                if self._filled:
+                    self._emit_buffer()
                 self._on_close(self._size, self._whole.hexdigest(), self._chunks, None)
         except BaseException:
             self._on_discard()
             raise
         finally:
-            self._buffer = bytearray()
+            self._buffer, self._filled = bytearray(), 0
             super().close()
 
     def __exit__(
