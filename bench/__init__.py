@@ -1,1 +1,5 @@
-"""Benchmarks for cas_store (run with ``python -m bench.<name>``)."""
+"""Benchmarks for cas_store.
+
+``python -m bench`` runs the suite against the peers (bench/README.md);
+``python -m bench.eviction`` measures the cache's eviction policies.
+"""

@@ -48,6 +48,7 @@ class Store:
         # Identifies this store in the shared cache: two endpoints may have equal bucket names.
         self.id = f"{s3.endpoint}|{root.path}"
         self._marker: Marker | None = None
+        self._no_marker = False  # S3 said there is no marker (and we have not created one)
         self._marker_lock = threading.Lock()
 
     # -- format marker ---------------------------------------------------------------------
@@ -59,11 +60,13 @@ class Store:
         marker whose algorithm contradicts the configuration, or (on create) a prefix that
         already holds other objects.
         """
-        if self._marker is not None:
+        if self._marker is not None or (self._no_marker and not create):
             return self._marker
         with self._marker_lock:
-            if self._marker is None:
+            if self._marker is None and (create or not self._no_marker):
                 self._marker = self._load_marker(create)
+                # A store not created yet has no paths to read either: reads need not ask again.
+                self._no_marker = self._marker is None
             return self._marker
 
     def _load_marker(self, create: bool) -> Marker | None:

@@ -358,3 +358,14 @@ def test_verify_reads_off_trusts_the_fill_check(make_fs: FSFactory, root: str) -
     with open(cached, "r+b") as f:  # a write that moves mtime is still detected at open
         f.write(b"\x01")
     assert fs.cat(f"{root}/f.bin") == data
+
+
+def test_an_uninitialised_store_is_asked_for_its_marker_once(
+    fs: CASFileSystem, root: str, moto: MotoServer
+) -> None:
+    with moto.record() as log:
+        for i in range(3):
+            assert not fs.exists(f"{root}/nothing-{i}")
+    assert log.count("GET", key="store/cas-store.json") == 1, log.summary()
+    fs.pipe(f"{root}/first", b"x")  # creating the store still checks, then writes the marker
+    assert fs.cat(f"{root}/first") == b"x"
