@@ -881,6 +881,11 @@ class SeaweedServer:
             "-s3.allowDeleteBucketNotEmpty=false",
             f"-s3.autoCreateBucket={'true' if self.auto_create_bucket else 'false'}",
             "-volume.preStopSeconds=0",
+            # Every bucket is a collection with volumes of its own: with the defaults, slots ran
+            # out after ~43 buckets ("No writable volumes and no free volumes left"), and a test
+            # session creates a bucket per test. Small, many, not preallocated.
+            "-volume.max=2000",
+            "-master.volumeSizeLimitMB=32",
             *self.extra_args,
         ]
 
