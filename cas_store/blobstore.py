@@ -36,11 +36,6 @@ class BlobStore:
             return False
         return True
 
-    def exists(self, algorithm: str, digest: str) -> bool:
-        """One HEAD request: is the blob in the bucket?"""
-        key = self.root.blob_key(algorithm, digest)
-        return self.s3.run(f"checking blob {digest}", lambda: self._exists(key))
-
     async def _put(self, key: str, data: bytes) -> None:
         condition = {"IfNoneMatch": "*"} if self._conditional else {}
         try:
