@@ -82,9 +82,13 @@ class WriteFile(io.BufferedIOBase):
                 self._emit(view[:chunk_size])  # straight from the caller's buffer: no copy
                 view = view[chunk_size:]
                 continue
-            if not self._buffer:
-                self._buffer = bytearray(chunk_size)
             take = min(chunk_size - self._filled, len(view))
+            needed = self._filled + take
+            if needed > len(self._buffer):
+                # Grow by doubling up to one chunk: a small file never pays for a whole chunk,
+                # and at full size the buffer is reused for every later chunk of the file.
+                size = min(chunk_size, max(2 * len(self._buffer), needed))
+                self._buffer.extend(bytes(size - len(self._buffer)))
             self._buffer[self._filled : self._filled + take] = view[:take]
             self._filled += take
             view = view[take:]
