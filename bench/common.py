@@ -9,13 +9,12 @@ isolated (``ZENML_CONFIG_PATH``) before its first import.
 from __future__ import annotations
 
 import os
-import sys
 import time
-import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from tests.support.zenml import make_component, zenml_environ
 
 MiB = 2**20
 GiB = 2**30
@@ -33,13 +32,6 @@ PEER_LABELS = {
 REMOTE_PEERS = ("cas", "s3", "filecache")
 
 
-def tests_on_path() -> None:
-    """Make ``tests/s3servers.py`` importable (it is shared with the test suite, unchanged)."""
-    tests = str(REPO / "tests")
-    if tests not in sys.path:
-        sys.path.insert(0, tests)
-
-
 # --------------------------------------------------------------------------------------
 # Environments of child processes
 # --------------------------------------------------------------------------------------
@@ -48,24 +40,18 @@ def tests_on_path() -> None:
 def child_environ(base: Path, zenml_config: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of every child: no real AWS identity, no developer ZenML setup.
 
-    ``~/.aws`` is ignored and loopback bypasses proxies (``s3servers.isolated_aws_environ``);
-    every ``ZENML_*`` variable is dropped, ZenML gets a private config directory with
-    analytics off (so nothing but the S3 endpoint is ever contacted), HOME points into the
-    benchmark's temporary directory and ``bench`` is importable.
+    ``~/.aws`` is ignored, loopback bypasses proxies, every ``ZENML_*`` variable is dropped
+    and ZenML gets a private config directory with analytics off, so nothing but the S3
+    endpoint is ever contacted (``tests.support.zenml.zenml_environ``); HOME points into the
+    benchmark's temporary directory and ``bench`` (and ``tests.support``) is importable.
     """
-    tests_on_path()
-    from s3servers import isolated_aws_environ
-
-    env = isolated_aws_environ(environ)
-    for name in [n for n in env if n.startswith(("ZENML_", "CAS_STORE_"))]:
+    env = zenml_environ(zenml_config, environ)
+    for name in [n for n in env if n.startswith("CAS_STORE_")]:
         del env[name]
     home = base / "home"
     home.mkdir(exist_ok=True)
     env.update(
         {
-            "ZENML_CONFIG_PATH": str(zenml_config),
-            "ZENML_ANALYTICS_OPT_IN": "false",
-            "ZENML_ENABLE_REPO_INIT_WARNINGS": "false",
             "ZENML_LOGGING_VERBOSITY": "WARN",
             "ZENML_ENABLE_RICH_TRACEBACK": "false",
             "HOME": str(home),
@@ -109,22 +95,6 @@ class Peer:
 
     def close(self) -> None:
         pass
-
-
-def _make_component(cls: type[Any], config: Any, flavor: str) -> Any:
-    """A ZenML stack component built directly, without a ZenML database (as tests/zenml_helpers.py)."""
-    from zenml.enums import StackComponentType
-
-    return cls(
-        name=f"bench-{flavor}-{uuid.uuid4().hex[:6]}",
-        id=uuid.uuid4(),
-        config=config,
-        flavor=flavor,
-        type=StackComponentType.ARTIFACT_STORE,
-        user=None,
-        created=datetime.now(),
-        updated=datetime.now(),
-    )
 
 
 def _check_endpoint(kind: str, configured: Any, endpoint: str) -> None:
@@ -233,7 +203,8 @@ def make_peer(spec: Mapping[str, Any]) -> Peer:
             cache_dir=spec["cache_dir"],
         )
         _check_endpoint("s3cas", config.client_kwargs, spec["endpoint"])
-        return ZenMLPeer("cas", _make_component(S3CASArtifactStore, config, "s3cas"), root)
+        store = make_component(S3CASArtifactStore, config, "s3cas", name_prefix="bench-")
+        return ZenMLPeer("cas", store, root)
     if name == "s3":
         from zenml.integrations.s3.artifact_stores import S3ArtifactStore
         from zenml.integrations.s3.flavors import S3ArtifactStoreConfig
@@ -246,7 +217,8 @@ def make_peer(spec: Mapping[str, Any]) -> Peer:
             client_kwargs={"endpoint_url": spec["endpoint"]},
         )
         _check_endpoint("s3", s3_config.client_kwargs, spec["endpoint"])
-        return ZenMLPeer("s3", _make_component(S3ArtifactStore, s3_config, "s3"), root)
+        s3_store = make_component(S3ArtifactStore, s3_config, "s3", name_prefix="bench-")
+        return ZenMLPeer("s3", s3_store, root)
     if name == "filecache":
         return FileCachePeer(spec)
     if name == "local":

@@ -16,9 +16,10 @@ any thread of the process (ZenML writes step logs from a background thread). The
 are installed before ZenML, s3fs or cas_store create a client.
 
 The pipeline: ``produce`` makes a feature table (pandas, Parquet), an embedding matrix
-(numpy, ``CONFIG["embedding_mib"]`` MiB) and a dict, all from a fixed seed, so a rerun
-writes byte-identical artifacts (to new paths, as ZenML always does); ``train`` reads
-them back from the artifact store. ZenML step caching is off.
+(numpy, ``CONFIG["embedding_mib"]`` MiB) and a dict, all from a fixed seed (the demo's
+data, ``demo.data.make_data``, importable through ``PYTHONPATH``), so a rerun writes
+byte-identical artifacts (to new paths, as ZenML always does); ``train`` reads them back
+from the artifact store. ZenML step caching is off.
 """
 
 # No `from __future__ import annotations`: ZenML reads step outputs from evaluated annotations.
@@ -74,6 +75,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from zenml import pipeline, step  # noqa: E402
 
+from demo.data import make_data  # noqa: E402
+
 SEED = 20261127
 
 
@@ -85,20 +88,8 @@ def produce(
     Annotated[np.ndarray, "embeddings"],
     Annotated[dict, "stats"],  # type: ignore[type-arg]
 ]:
-    rng = np.random.default_rng(SEED)
-    rows = 100_000
-    features = pd.DataFrame(
-        {
-            "user_id": np.arange(rows, dtype=np.int64),
-            "age": rng.integers(18, 90, rows),
-            "spend": rng.gamma(2.0, 40.0, rows).round(2),
-            "segment": rng.choice(["a", "b", "c", "d"], rows),
-        }
-    )
-    dims = 256
-    embeddings = rng.standard_normal((embedding_mib * 2**20 // (4 * dims), dims), dtype=np.float32)
-    stats = {"rows": rows, "mean_spend": float(features["spend"].mean()), "shape": list(embeddings.shape)}
-    return features, embeddings, stats
+    features, embeddings, stats = make_data(embedding_mib, seed=SEED)
+    return features, embeddings, stats  # a tuple literal: ZenML parses the return statement
 
 
 @step

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.common import PEERS, REPO, GiB, MiB, child_environ, tests_on_path, write_random_file
+from bench.common import PEERS, REPO, GiB, MiB, child_environ, write_random_file
 
 FULL = {
     "large_size": 256 * MiB,
@@ -354,7 +354,7 @@ class Suite:
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under ``prefix`` in the bucket; returns how many."""
-        from s3servers import boto3_client
+        from tests.support.clients import boto3_client
 
         client = boto3_client(self.endpoint)
         deleted = 0
@@ -477,8 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     if load_before[0] > 0.5:
         print(f"note: load average {load_before[0]:.2f} at start: other work on this machine skews timings")
     t0 = time.perf_counter()
-    tests_on_path()
-    from s3servers import MotoServer, make_bucket
+    from tests.support.clients import make_bucket
+    from tests.support.moto import MotoServer
 
     base = Path(tempfile.mkdtemp(prefix="cas-bench-"))
     server = None
@@ -522,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.suppress(Exception):
                 suite.delete_prefix(f"{suite.prefix}/")
             if own_bucket:
-                from s3servers import boto3_client
+                from tests.support.clients import boto3_client
 
                 client = boto3_client(endpoint)
                 with contextlib.suppress(Exception):
@@ -558,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         "profiled": bool(args.profile),
         "request_counting": "client: every HTTP request botocore/aiobotocore sends to the endpoint "
         "(Endpoint._send, retries included) in the pipeline process; on moto also the server's "
-        "request log (tests/s3servers.RequestLog)",
+        "request log (tests.support.requests.RequestLog)",
     }
     summary = report.summarise(suite.raw, config)
     goal_rows = report.goals(summary, config)

@@ -1,10 +1,8 @@
-"""The demo's pipeline: realistic outputs that do not change between runs.
+"""The demo's pipeline: a training-like pipeline whose outputs do not change between runs.
 
-A training-like pipeline produces a feature table (pandas DataFrame, stored as Parquet
-through pyarrow), an embedding matrix (a numpy array of tens of MiB) and a dict of
-statistics; a second step reads them back, as a training step would. The data is
-generated from a fixed seed, so a second run writes byte-identical artifacts to new paths,
-which is exactly what ZenML does when a pipeline re-runs on unchanged data.
+``make_dataset`` produces a feature table, an embedding matrix and a dict of statistics
+(:func:`demo.data.make_data`, from a fixed seed); ``train`` reads them back, as a training
+step would.
 
 Imported by run_demo.py after it has isolated the environment (ZenML reads its global
 configuration on first use). No ``from __future__ import annotations``: ZenML reads step
@@ -17,7 +15,7 @@ import numpy as np
 import pandas as pd
 from zenml import pipeline, step
 
-SEED = 42
+from demo.data import make_data
 
 
 @step
@@ -28,25 +26,8 @@ def make_dataset(
     Annotated[np.ndarray, "embeddings"],
     Annotated[dict[str, Any], "stats"],
 ]:
-    rng = np.random.default_rng(SEED)
-    rows = 100_000
-    features = pd.DataFrame(
-        {
-            "user_id": np.arange(rows, dtype=np.int64),
-            "age": rng.integers(18, 90, rows),
-            "spend": rng.gamma(2.0, 40.0, rows).round(2),
-            "segment": rng.choice(["a", "b", "c", "d"], rows),
-        }
-    )
-    dims = 256
-    embeddings = rng.standard_normal((embedding_mib * 2**20 // (4 * dims), dims), dtype=np.float32)
-    stats = {
-        "rows": rows,
-        "mean_spend": float(features["spend"].mean()),
-        "segments": features["segment"].value_counts().sort_index().to_dict(),
-        "embedding_shape": list(embeddings.shape),
-    }
-    return features, embeddings, stats
+    features, embeddings, stats = make_data(embedding_mib)
+    return features, embeddings, stats  # a tuple literal: ZenML parses the return statement
 
 
 @step

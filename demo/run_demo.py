@@ -1,6 +1,6 @@
 """cas_store demo: a ZenML pipeline on an ``s3cas`` stack, run twice, then a short report.
 
-    python demo/run_demo.py [--embedding-mib 48] [--keep]
+    python -m demo.run_demo [--embedding-mib 48] [--keep]    # from the repository root
 
 What it does, all on this machine:
 
@@ -9,8 +9,8 @@ What it does, all on this machine:
    directory; the user's own ZenML configuration, ``ZENML_*`` variables and ``~/.aws``
    are never read or written) and registers the ``s3cas`` flavor, a ZenML secret with the
    S3 keys, an ``s3cas`` artifact store and a stack;
-3. runs demo_pipeline.py twice with ZenML step caching off, as re-runs on unchanged data
-   do: every output is written again, to new paths;
+3. runs the pipeline of demo_pipeline.py twice with ZenML step caching off, as re-runs on
+   unchanged data do: every output is written again, to new paths;
 4. prints logical bytes written vs bytes stored, the dedup ratio, local cache hits and
    both run times.
 
@@ -201,17 +201,16 @@ def main() -> int:
     isolate_environment(base)
     old_cwd = os.getcwd()
     os.chdir(workdir)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     try:
         with s3_server() as endpoint:
             print(f"S3 (moto) on {endpoint}; ZenML config and cache in {base}")
             client = s3_client(endpoint)
             client.create_bucket(Bucket=BUCKET)
 
-            from demo_pipeline import demo_pipeline
             from zenml.client import Client
 
             from cas_store.zenml import S3CASArtifactStore
+            from demo.demo_pipeline import demo_pipeline
 
             root = register_stack(endpoint, cache_dir)
             print(f"stack 'cas_demo': artifact store s3cas -> {root}\n")

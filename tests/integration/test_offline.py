@@ -1,4 +1,4 @@
-"""Invariant 6: with S3 unreachable, cached content stays readable; the rest fails fast."""
+"""docs/design.md O5: with S3 unreachable, cached content stays readable; the rest fails fast."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FSFactory
-from s3servers import MotoServer
 
 from cas_store import CASFileSystem, StoreOfflineError
+from tests.integration.conftest import FSFactory
+from tests.support.moto import MotoServer
 
 # Detection may take one botocore retry with backoff; far below any "hang".
 FAST = 5.0

@@ -17,15 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zenml_helpers  # isolates ZenML; must come before any zenml import
-from s3servers import MotoServer, RequestLog, boto3_client, make_bucket
 from zenml import constants as zenml_constants
 from zenml.artifact_stores.base_artifact_store import BaseArtifactStore, PathType, _sanitize_paths
 from zenml.exceptions import ArtifactStoreInterfaceError
 from zenml.io.filesystem_registry import default_filesystem_registry
 from zenml.secret.schemas import AWSSecretSchema
 from zenml.utils import io_utils, secret_utils
-from zenml_helpers import bucket_objects, make_component, zenml_environ
 
 import cas_store.zenml as cas_zenml
 from cas_store import StoreConfig, StoreOfflineError
@@ -36,8 +33,10 @@ from cas_store.zenml import (
     S3CASArtifactStoreConfig,
     S3CASArtifactStoreFlavor,
 )
-
-assert zenml_helpers  # imported for its side effect
+from tests.support.clients import boto3_client, make_bucket
+from tests.support.moto import MotoServer
+from tests.support.requests import RequestLog
+from tests.support.zenml import bucket_objects, make_component, zenml_environ
 
 ROOT_PREFIX = "zenml"
 StoreFactory = Callable[..., S3CASArtifactStore]

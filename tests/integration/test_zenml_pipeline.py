@@ -1,7 +1,7 @@
 """End to end: real ZenML pipelines on an ``s3cas`` stack over moto on 127.0.0.1.
 
 Registration goes through the ZenML CLI exactly as docs/zenml.md shows it, with
-credentials in a ZenML secret. The pipeline (tests/zenml_pipeline_app.py) writes a
+credentials in a ZenML secret. The pipeline (tests/integration/zenml_pipeline_app.py) writes a
 DataFrame (Parquet via pyarrow), a numpy array, a dict and a 64 MiB+ array; it runs twice
 with step caching off. Every phase is a fresh process with a fresh ``ZENML_CONFIG_PATH``
 and working directory, isolated from ``~/.aws`` and ``~/.config/zenml``.
@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zenml_helpers  # isolates ZenML; must come before any zenml import
-from s3servers import MotoServer, RequestLog, boto3_client, make_bucket
-from zenml_helpers import bucket_objects, files_containing, zenml_environ
 
-assert zenml_helpers
+from tests.support.clients import boto3_client, make_bucket
+from tests.support.moto import MotoServer
+from tests.support.requests import RequestLog
+from tests.support.zenml import bucket_objects, files_containing, zenml_environ
 
 APP = Path(__file__).with_name("zenml_pipeline_app.py")
 PREFIX = "zenml"

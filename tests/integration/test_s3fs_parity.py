@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import s3fs
-from s3servers import S3Endpoint, s3fs_options
 
 from cas_store import CASFileSystem
+from tests.support.clients import S3Endpoint, s3fs_options
 
 FILES = {
     "top.txt": b"top",

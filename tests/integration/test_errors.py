@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FSFactory
-from s3servers import MotoServer, SeaweedServer, boto3_client, make_bucket
 
 from cas_store import (
     BucketNotFoundError,
@@ -20,6 +18,10 @@ from cas_store import (
     IncompatibleStoreError,
     StoreConfig,
 )
+from tests.integration.conftest import FSFactory
+from tests.support.clients import boto3_client, make_bucket
+from tests.support.moto import MotoServer
+from tests.support.seaweed import SeaweedServer
 
 
 @pytest.fixture

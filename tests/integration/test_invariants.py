@@ -1,4 +1,4 @@
-"""The invariants of DESIGN.md, checked against requests moto actually received."""
+"""The invariants of docs/design.md, checked against requests moto actually received."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FSFactory
-from s3servers import MotoServer
 
 from cas_store import CASFileSystem, IntegrityError
 from cas_store.hashing import hash_bytes
+from tests.integration.conftest import FSFactory
+from tests.support.moto import MotoServer
 
 BLOBS = "store/blobs/"
 MANIFEST = "store/manifest/"
@@ -237,7 +237,7 @@ MEMORY_PROBE = textwrap.dedent(
 
 @pytest.mark.timeout(240)
 def test_memory_does_not_grow_with_file_size(moto: MotoServer, bucket: str, tmp_path: Path) -> None:
-    """Invariant 5: peak RSS growth of a fresh process writing, then reading (empty cache)
+    """docs/design.md O4: peak RSS growth of a fresh process writing, then reading (empty cache)
     a 256 MiB file stays far below the file size."""
     size = 256 * 2**20
     growth = {}

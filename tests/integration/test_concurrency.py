@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FSFactory
-from s3servers import MotoServer
 
 from cas_store import CASFileSystem
 from cas_store.hashing import hash_bytes
+from tests.integration.conftest import FSFactory
+from tests.support.moto import MotoServer
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from typing import Any
 
 import fsspec
 import pytest
-from conftest import FSFactory
 
 from cas_store import CASFileSystem, InvalidPathError
+from tests.integration.conftest import FSFactory
 
 
 def test_write_then_read_round_trips(fs: CASFileSystem, root: str) -> None:
@@ -129,7 +129,7 @@ def test_rm_file_and_recursive(fs: CASFileSystem, root: str, s3client: Any, buck
     fs.rm(f"{root}/tree", recursive=True)
     assert not fs.exists(f"{root}/tree")
     assert fs.ls(root, detail=False) == []
-    # Invariant 4: removing paths deletes manifest entries only, never blobs.
+    # docs/design.md O3: removing paths deletes manifest entries only, never blobs.
     assert _keys(s3client, bucket, "store/blobs/") == blobs_before
     assert _keys(s3client, bucket, "store/manifest/") == []
 

@@ -1,0 +1,1 @@
+"""The README demo: ``python -m demo.run_demo`` (``tox -e demo``)."""

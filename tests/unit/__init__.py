@@ -1,0 +1,1 @@
+"""Tests that need no S3 server."""
