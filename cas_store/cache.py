@@ -9,26 +9,50 @@ Layout of ``cache_dir``::
     blobs/            diskcache.Cache, one file per blob, size-bounded
     mirror.sqlite3    manifest entries this machine has seen, blobs known to be in S3
     tmp/              chunks being cached and downloads (same filesystem: adoption is a rename)
+
+It is only a cache, and it heals: when the directory (or part of it) is removed under
+a live process, what is missing is created again and lost blobs are misses; a damaged
+database is started afresh. A fault it cannot heal raises
+:class:`~cas_store.errors.CacheError` naming the directory, except when caching a
+written chunk (:meth:`LocalCache.put_blob`), which is best effort.
+
+SQLite keeps working on a database file deleted while open (on its unlinked inode),
+so removal is noticed by the file system: a missing tmp directory or blob file, or
+a database path that names another file (one ``stat``, only before writes, which
+cost a transaction anyway, and before believing a positive :meth:`LocalCache.has_blob`).
+A warm read costs nothing extra.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import shutil
 import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import diskcache
 
+from cas_store.errors import CacheError, CASStoreError
+
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 _STALE_TMP_SECONDS = 24 * 3600
+# How often a rename into the cache is retried when the target directory vanishes (as Disk._write).
+_ADOPT_ATTEMPTS = 10
+# What a fault of the cache directory raises: the file system, SQLite, diskcache's lock timeout.
+_FAULTS = (OSError, sqlite3.Error, diskcache.Timeout)
+
+_Identity = tuple[int, int] | None
 
 
 class _Adopt:
@@ -42,17 +66,41 @@ class AdoptingDisk(diskcache.Disk):  # type: ignore[misc]
     """diskcache's Disk, plus storing a finished file by renaming it into the cache.
 
     Saves a full copy per fill: chunk and download files already live on the cache's
-    filesystem and are complete and verified before they are stored.
+    filesystem and are complete and verified before they are stored. Also records, per
+    thread, why the last fetch failed (diskcache reports a failed open as a miss).
     """
 
+    def __init__(self, directory: str, **kwargs: Any) -> None:
+        super().__init__(directory, **kwargs)
+        self.failures = threading.local()
+
     def store(self, value: Any, read: bool, key: Any = diskcache.UNKNOWN) -> tuple[int, int, str | None, Any]:
-        if isinstance(value, _Adopt):
-            filename, full_path = self.filename(key, value)
-            os.makedirs(os.path.dirname(full_path), exist_ok=True)
-            size = os.path.getsize(value.path)
-            os.rename(value.path, full_path)
-            return size, diskcache.core.MODE_BINARY, filename, None
-        return super().store(value, read, key)  # type: ignore[no-any-return]
+        if not isinstance(value, _Adopt):
+            return super().store(value, read, key)  # type: ignore[no-any-return]
+        filename, full_path = self.filename(key, value)
+        full_dir = os.path.dirname(full_path)
+        size = os.path.getsize(value.path)
+        # As Disk._write: another process's eviction removes the directories it empties
+        # (Disk.remove), possibly this one between makedirs and rename; make it again.
+        for attempt in range(1, _ADOPT_ATTEMPTS + 1):
+            with contextlib.suppress(OSError):
+                os.makedirs(full_dir)
+            try:
+                os.rename(value.path, full_path)
+            except FileNotFoundError:
+                if attempt == _ADOPT_ATTEMPTS or not os.path.exists(value.path):
+                    raise
+                continue
+            break
+        value.path = full_path  # where a retry finds the file if the transaction fails
+        return size, diskcache.core.MODE_BINARY, filename, None
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        try:
+            return super().fetch(mode, filename, value, read)
+        except OSError as exc:
+            self.failures.error = exc
+            raise
 
 
 def _fingerprint(st: os.stat_result) -> str:
@@ -60,8 +108,86 @@ def _fingerprint(st: os.stat_result) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
 
+def _identity(path: Path) -> _Identity:
+    """Which file ``path`` names now (None: none), to notice a database removed or replaced."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def blob_cache_key(algorithm: str, digest: str) -> str:
     return f"{algorithm}:{digest}"
+
+
+# -- faults ------------------------------------------------------------------------------
+
+
+def _sqlite_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None  # the primary code of an extended one
+
+
+def _is_damaged(exc: BaseException) -> bool:
+    """Whether ``exc`` says a database file is corrupt or not a database at all."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = _sqlite_code(exc)
+    if code is not None:
+        return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    return "malformed" in str(exc) or "not a database" in str(exc)
+
+
+_ONLY_A_CACHE = "remove the directory (it is only a cache)"
+
+
+def _diagnose(exc: BaseException) -> tuple[str, str]:
+    """(cause, what to do) of a fault of the cache directory."""
+    code = _sqlite_code(exc)
+    err = exc.errno if isinstance(exc, OSError) else None
+    if err in (errno.ENOSPC, errno.EDQUOT) or code == sqlite3.SQLITE_FULL:
+        return "disk full", "free disk space there, lower cache_size, or set cache_dir to another disk"
+    if err in (errno.EACCES, errno.EPERM, errno.EROFS) or code in (
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_PERM,
+    ):
+        return (
+            "permission denied",
+            "make it writable by this user, or set cache_dir to a directory this user can write",
+        )
+    if isinstance(exc, diskcache.Timeout) or code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return (
+            "database locked",
+            "another process holds a lock on its database: retry; if this persists, stop that "
+            f"process or {_ONLY_A_CACHE}",
+        )
+    if err in (errno.EMFILE, errno.ENFILE):
+        return "too many open files", "raise the open-file limit (ulimit -n)"
+    if _is_damaged(exc):
+        return "damaged database", _ONLY_A_CACHE
+    if err == errno.EIO or code == sqlite3.SQLITE_IOERR:
+        return "disk I/O error", f"check the disk, then {_ONLY_A_CACHE}"
+    if code == sqlite3.SQLITE_CANTOPEN:
+        return "cannot open its database", f"check its permissions and free space, or {_ONLY_A_CACHE}"
+    return "failed", _ONLY_A_CACHE
+
+
+def _cache_error(directory: Path, action: str, exc: BaseException) -> CacheError:
+    cause, advice = _diagnose(exc)
+    detail = str(exc) or type(exc).__name__
+    error = CacheError(f"the local cache {directory} could not {action}: {cause} ({detail}); {advice}")
+    if isinstance(exc, OSError):
+        error.errno = exc.errno
+    return error
+
+
+def _translated(exc: BaseException) -> bool:
+    """Whether ``exc`` is a raw cache fault (not already one of ours)."""
+    return isinstance(exc, _FAULTS) and not isinstance(exc, CASStoreError)
+
+
+# -- the mirror --------------------------------------------------------------------------
 
 
 class Mirror:
@@ -69,6 +195,8 @@ class Mirror:
 
     A small SQLite database (WAL, one connection per thread and process), because
     offline listings need ordered prefix scans, which diskcache does not offer.
+    Recreated when its file is removed or replaced (checked before writes; reads may
+    answer from the removed file until then), started afresh when damaged.
     """
 
     # The mirror is a cache: a database of another schema version is dropped and rebuilt.
@@ -82,10 +210,32 @@ class Mirror:
         "PRIMARY KEY (store, key)) WITHOUT ROWID",
         "CREATE TABLE markers (store TEXT PRIMARY KEY, marker BLOB NOT NULL)",
     )
+    _TIMEOUT = 60.0  # seconds to wait for another connection's lock
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._generation = 0  # bumped on reopening: every thread then reconnects
+        self._identity: _Identity = None
+        try:
+            self._reopen()
+        except _FAULTS as exc:
+            raise _cache_error(path.parent, "open its mirror database", exc) from exc
+
+    def _reopen(self) -> None:
+        """Connect afresh (creating what is missing); start the database afresh if damaged."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self._setup()
+        except sqlite3.DatabaseError as exc:
+            if not _is_damaged(exc):
+                raise
+            self._remove_damaged(exc)
+            self._setup()
+
+    def _setup(self) -> None:
+        self._generation += 1
         conn = self._connect()
         with _transaction(conn):
             if conn.execute("PRAGMA user_version").fetchone()[0] != self._SCHEMA_VERSION:
@@ -94,16 +244,82 @@ class Mirror:
                 for statement in self._SCHEMA:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {self._SCHEMA_VERSION}")
+        self._identity = _identity(self.path)
+
+    def _remove_damaged(self, exc: BaseException) -> None:
+        log.warning("the cache's mirror database %s is damaged (%s); starting it afresh", self.path, exc)
+        self.close()
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.path}{suffix}")
 
     def _connect(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-            self._local.pid = os.getpid()
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        pid = os.getpid()
+        if conn is None or local.pid != pid or local.generation != self._generation:
+            if conn is not None and local.pid == pid:  # never close a connection inherited by fork
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            local.conn = None
+            conn = sqlite3.connect(
+                self.path, timeout=self._TIMEOUT, isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except BaseException:
+                conn.close()
+                raise
+            local.conn, local.pid, local.generation = conn, pid, self._generation
         return conn
+
+    def check(self) -> bool:
+        """Reopen if the database file was removed or replaced; True if it was."""
+        if _identity(self.path) == self._identity:
+            return False
+        with self._lock:
+            if _identity(self.path) == self._identity:
+                return False
+            log.info("the cache's mirror database %s was removed; creating it again", self.path)
+            self._reopen()
+        return True
+
+    def _run(self, action: str, query: Callable[[sqlite3.Connection], _T], *, write: bool = False) -> _T:
+        """``query`` on this thread's connection, healing the database once if that helps."""
+        generation = self._generation
+        try:
+            if write and self.check():  # else the write would go to a removed file
+                generation = self._generation
+            return query(self._connect())
+        except _FAULTS as exc:
+            if not _translated(exc):
+                raise
+            self._recover(generation, action, exc)
+        try:
+            return query(self._connect())
+        except _FAULTS as exc:
+            if not _translated(exc):
+                raise
+            raise _cache_error(self.path.parent, action, exc) from exc
+
+    def _recover(self, generation: int, action: str, exc: BaseException) -> None:
+        """Heal what ``exc`` reveals, or raise it as a CacheError."""
+        try:
+            with self._lock:
+                if self._generation != generation:  # another thread reopened meanwhile
+                    return
+                if _is_damaged(exc):
+                    self._remove_damaged(exc)
+                    self._reopen()
+                    return
+                if _identity(self.path) != self._identity:
+                    log.info("the cache's mirror database %s was removed; creating it again", self.path)
+                    self._reopen()
+                    return
+        except _FAULTS as second:
+            raise _cache_error(self.path.parent, action, second) from second
+        raise _cache_error(self.path.parent, action, exc) from exc
 
     def close(self) -> None:
         """Close this thread's connection (as diskcache does); it reopens on the next use."""
@@ -114,46 +330,56 @@ class Mirror:
 
     def put_entry(self, store: str, rel: str, entry: bytes, etag: str, modified: float) -> None:
         """Record an entry that S3 confirmed just now (one autocommitted statement)."""
-        self._connect().execute(
-            "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
-            (store, rel, entry, etag, modified, time.time()),
+        row = (store, rel, entry, etag, modified, time.time())
+        self._run(
+            "record a manifest entry",
+            lambda conn: conn.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)", row),
+            write=True,
         )
 
     def put_entries(self, store: str, rows: Iterable[tuple[str, bytes, str, float]]) -> None:
         now = time.time()
-        conn = self._connect()
-        with _transaction(conn):
-            conn.executemany(
-                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
-                [(store, *row, now) for row in rows],
-            )
+        values = [(store, *row, now) for row in rows]
+
+        def put(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)", values)
+
+        self._run("record manifest entries", put, write=True)
 
     def get_entry(
         self, store: str, rel: str, max_age: float | None = None
     ) -> tuple[bytes, str, float] | None:
         """(entry, etag, modified) of ``rel``; with ``max_age``, only if S3 confirmed it that recently."""
-        row = (
-            self._connect()
-            .execute(
+        row = self._run(
+            "read a manifest entry",
+            lambda conn: conn.execute(
                 "SELECT entry, etag, modified, checked FROM entries WHERE store = ? AND rel = ?", (store, rel)
-            )
-            .fetchone()
+            ).fetchone(),
         )
         if row is None or (max_age is not None and time.time() - row[3] >= max_age):
             return None
         return bytes(row[0]), row[1], row[2]
 
     def delete_entries(self, store: str, rels: Iterable[str]) -> None:
-        conn = self._connect()
-        with _transaction(conn):
-            conn.executemany("DELETE FROM entries WHERE store = ? AND rel = ?", [(store, r) for r in rels])
+        keys = [(store, r) for r in rels]
 
-    def _under(self, columns: str, store: str, rel: str, limit: int = -1) -> sqlite3.Cursor:
+        def delete(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.executemany("DELETE FROM entries WHERE store = ? AND rel = ?", keys)
+
+        self._run("delete manifest entries", delete, write=True)
+
+    def _under(self, columns: str, store: str, rel: str, limit: int = -1) -> list[Any]:
         """Rows of every path below directory ``rel`` ('' for the root), in path order."""
         low, high = (rel + "/", rel + "0") if rel else ("", "\U0010ffff")  # '0' sorts right after '/'
-        return self._connect().execute(
-            f"SELECT {columns} FROM entries WHERE store = ? AND rel >= ? AND rel < ? ORDER BY rel LIMIT ?",
-            (store, low, high, limit),
+        return self._run(
+            "list manifest entries",
+            lambda conn: conn.execute(
+                f"SELECT {columns} FROM entries WHERE store = ? AND rel >= ? AND rel < ? "
+                "ORDER BY rel LIMIT ?",
+                (store, low, high, limit),
+            ).fetchall(),
         )
 
     def entries_under(self, store: str, rel: str) -> list[tuple[str, bytes, str, float]]:
@@ -165,27 +391,63 @@ class Mirror:
         """Every path (at most ``limit``) below directory ``rel``, in order."""
         return [r[0] for r in self._under("rel", store, rel, limit)]
 
-    def remember_blob(self, store: str, key: str) -> None:
-        self._connect().execute(
-            "INSERT OR REPLACE INTO remote_blobs VALUES (?, ?, ?)", (store, key, time.time())
+    def remember_blob(self, store: str, key: str, proven_at: float) -> None:
+        """Record that the blob at ``key`` was proven present by a request sent at ``proven_at``.
+
+        The time of the proof, never of the last use or of the write's end: the garbage
+        collector's safety rests on it (gc-protocol.md, rule W1). A later proof replaces an
+        earlier one; an earlier one never replaces a later one.
+        """
+        row = (store, key, proven_at)
+        self._run(
+            "record a stored blob",
+            lambda conn: conn.execute(
+                "INSERT INTO remote_blobs VALUES (?, ?, ?) ON CONFLICT (store, key) "
+                "DO UPDATE SET seen = max(seen, excluded.seen)",
+                row,
+            ),
+            write=True,
         )
 
-    def knows_blob(self, store: str, key: str, max_age: float) -> bool:
-        row = (
-            self._connect()
-            .execute("SELECT seen FROM remote_blobs WHERE store = ? AND key = ?", (store, key))
-            .fetchone()
+    def blob_proven_at(self, store: str, key: str) -> float | None:
+        """When the blob at ``key`` was last proven present (seconds since the epoch), if known."""
+        row = self._run(
+            "look up a stored blob",
+            lambda conn: conn.execute(
+                "SELECT seen FROM remote_blobs WHERE store = ? AND key = ?", (store, key)
+            ).fetchone(),
         )
-        return row is not None and time.time() - row[0] < max_age
+        return None if row is None else float(row[0])
 
     def forget_blob(self, store: str, key: str) -> None:
-        self._connect().execute("DELETE FROM remote_blobs WHERE store = ? AND key = ?", (store, key))
+        self._run(
+            "forget a stored blob",
+            lambda conn: conn.execute("DELETE FROM remote_blobs WHERE store = ? AND key = ?", (store, key)),
+            write=True,
+        )
 
     def put_marker(self, store: str, marker: bytes) -> None:
-        self._connect().execute("INSERT OR REPLACE INTO markers VALUES (?, ?)", (store, marker))
+        self._run(
+            "record a store marker",
+            lambda conn: conn.execute("INSERT OR REPLACE INTO markers VALUES (?, ?)", (store, marker)),
+            write=True,
+        )
+
+    def marker_roots(self, prefix: str) -> list[str]:
+        """The ids of the stores whose marker was seen, among those starting with ``prefix``."""
+        rows = self._run(
+            "look up store roots",
+            lambda conn: conn.execute(
+                "SELECT store FROM markers WHERE substr(store, 1, ?) = ?", (len(prefix), prefix)
+            ).fetchall(),
+        )
+        return [str(r[0]).split("|", 1)[1] for r in rows]
 
     def get_marker(self, store: str) -> bytes | None:
-        row = self._connect().execute("SELECT marker FROM markers WHERE store = ?", (store,)).fetchone()
+        row = self._run(
+            "read a store marker",
+            lambda conn: conn.execute("SELECT marker FROM markers WHERE store = ?", (store,)).fetchone(),
+        )
         return None if row is None else bytes(row[0])
 
 
@@ -195,9 +457,13 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        conn.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+# -- the cache ---------------------------------------------------------------------------
 
 
 class LocalCache:
@@ -205,72 +471,260 @@ class LocalCache:
 
     Guarantees: a blob is in the cache only after its digest was verified; a fill
     is atomic (rename of a complete file); a cached file later modified on disk is
-    detected at open by its fingerprint and treated as a miss.
+    detected at open by its fingerprint and treated as a miss, and so is one removed.
+    Faults raise :class:`~cas_store.errors.CacheError`, except in :meth:`put_blob`.
     """
+
+    _TIMEOUT = 60.0  # seconds to wait for another connection's lock on the blob database
 
     def __init__(self, directory: Path, size_limit: int, eviction_policy: str) -> None:
         self.directory = directory
         self.tmp_dir = directory / "tmp"
-        # Private: the mirror holds paths and inline file contents.
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(mode=0o700, exist_ok=True)
-        self.blobs = diskcache.Cache(
-            str(directory / "blobs"),
-            size_limit=size_limit,
-            eviction_policy=eviction_policy,
-            disk=AdoptingDisk,
-        )
+        self._blobs_dir = directory / "blobs"
+        self._blobs_db = self._blobs_dir / diskcache.core.DBNAME
+        self._blobs_identity: _Identity = None
+        self._size_limit = size_limit
+        self._eviction_policy = eviction_policy
+        self._lock = threading.Lock()  # held while healing
+        self._warned: set[str] = set()  # causes of put_blob failures already logged as warnings
+        try:
+            self._make_dirs()
+            self.blobs = self._open_blobs()
+        except _FAULTS as exc:
+            raise _cache_error(directory, "be opened", exc) from exc
         self.mirror = Mirror(directory / "mirror.sqlite3")
         self._remove_stale_tmp()
+
+    def _make_dirs(self) -> None:
+        # Private: the mirror holds paths and inline file contents.
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(mode=0o700, exist_ok=True)
+
+    def _open_blobs(self) -> Any:
+        """A diskcache.Cache on ``blobs/``, created if missing, started afresh if damaged."""
+        try:
+            blobs = self._new_blobs()
+        except sqlite3.DatabaseError as exc:
+            if not _is_damaged(exc):
+                raise
+            log.warning(
+                "the cache's blob database %s is damaged (%s); emptying the blob cache", self._blobs_db, exc
+            )
+            shutil.rmtree(self._blobs_dir, ignore_errors=True)
+            blobs = self._new_blobs()
+        self._blobs_identity = _identity(self._blobs_db)
+        return blobs
+
+    def _new_blobs(self) -> Any:
+        return diskcache.Cache(
+            str(self._blobs_dir),
+            timeout=self._TIMEOUT,
+            size_limit=self._size_limit,
+            eviction_policy=self._eviction_policy,
+            disk=AdoptingDisk,
+        )
 
     def _remove_stale_tmp(self) -> None:
         # Spools of processes that died mid-write; young ones may belong to live writers.
         cutoff = time.time() - _STALE_TMP_SECONDS
-        for path in self.tmp_dir.iterdir():
-            with contextlib.suppress(OSError):
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
+        with contextlib.suppress(OSError):
+            for path in self.tmp_dir.iterdir():
+                with contextlib.suppress(OSError):
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+
+    # -- healing -------------------------------------------------------------------------
+
+    def _reconcile(self) -> bool:
+        """Create again what was removed (lock held); True if anything was."""
+        healed = not self.tmp_dir.is_dir()
+        self._make_dirs()
+        if _identity(self._blobs_db) != self._blobs_identity:
+            log.info("the cache's blob database %s was removed; creating it again", self._blobs_db)
+            old, self.blobs = self.blobs, self._open_blobs()
+            with contextlib.suppress(sqlite3.Error):
+                old.close()
+            healed = True
+        return self.mirror.check() or healed
+
+    def _heal(self, action: str) -> None:
+        try:
+            with self._lock:
+                self._reconcile()
+        except _FAULTS as exc:
+            if not _translated(exc):
+                raise
+            raise _cache_error(self.directory, action, exc) from exc
+
+    def _recover(self, blobs: Any, action: str, exc: BaseException) -> None:
+        """Heal what ``exc`` reveals, or raise it as a CacheError."""
+        try:
+            with self._lock:
+                if self.blobs is not blobs:  # another thread healed meanwhile
+                    return
+                if _is_damaged(exc):
+                    log.warning(
+                        "the cache's blob database %s is damaged (%s); emptying the blob cache",
+                        self._blobs_db,
+                        exc,
+                    )
+                    with contextlib.suppress(sqlite3.Error):
+                        blobs.close()
+                    shutil.rmtree(self._blobs_dir, ignore_errors=True)
+                    self._make_dirs()
+                    self.blobs = self._open_blobs()
+                    return
+                if self._reconcile():
+                    return
+        except _FAULTS as second:
+            if not _translated(second):
+                raise
+            raise _cache_error(self.directory, action, second) from second
+        raise _cache_error(self.directory, action, exc) from exc
+
+    def _call(self, action: str, operation: Callable[[Any], _T], *, write: bool = False) -> _T:
+        """``operation(self.blobs)``, healing once if that helps; faults raise CacheError.
+
+        With ``write``, first make sure the blob database is still the file on disk (one
+        stat), so that a fill never goes to a removed database.
+        """
+        blobs = self.blobs
+        try:
+            if write and _identity(self._blobs_db) != self._blobs_identity:
+                self._heal(action)
+                blobs = self.blobs
+            return operation(blobs)
+        except _FAULTS as exc:
+            if not _translated(exc):
+                raise
+            self._recover(blobs, action, exc)
+        try:
+            return operation(self.blobs)
+        except _FAULTS as exc:
+            if not _translated(exc):
+                raise
+            raise _cache_error(self.directory, action, exc) from exc
+
+    # -- blobs ---------------------------------------------------------------------------
 
     def temp_file(self, suffix: str) -> tuple[int, str]:
         """A new file in the cache's tmp directory: (fd, path)."""
-        return tempfile.mkstemp(dir=self.tmp_dir, suffix=suffix)
+        return self._call(
+            "create a temporary file", lambda _: tempfile.mkstemp(dir=self.tmp_dir, suffix=suffix)
+        )
 
-    def adopt(self, algorithm: str, digest: str, path: str) -> None:
-        """Move the verified file ``path`` into the cache as blob ``digest`` (no copy)."""
-        tag = _fingerprint(os.stat(path))
-        self.blobs.set(blob_cache_key(algorithm, digest), _Adopt(path), read=True, tag=tag)
+    def adopt(self, algorithm: str, digest: str, path: str) -> bool:
+        """Move the verified file ``path`` into the cache as blob ``digest`` (no copy).
 
-    def put_blob(self, algorithm: str, digest: str, data: memoryview | bytes) -> None:
-        """Cache ``data``, whose digest the caller computed from these very bytes."""
-        fd, path = self.temp_file(".chunk")
+        False, caching nothing, if ``path`` vanished meanwhile (the cache directory was
+        removed): the blob is then a miss. Faults raise CacheError; ``path`` is gone either way.
+        """
+        key = blob_cache_key(algorithm, digest)
+        item = _Adopt(path)
+
+        def fill(blobs: Any) -> bool:
+            try:
+                tag = _fingerprint(os.stat(item.path))
+                blobs.set(key, item, read=True, tag=tag)
+            except FileNotFoundError:
+                if os.path.exists(item.path):
+                    raise
+                return False
+            return True
+
         try:
-            with open(fd, "wb") as f:
-                f.write(data)
-            self.adopt(algorithm, digest, path)
+            stored = self._call("store a blob", fill, write=True)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            if item.path != path:  # moved into blobs/ but never recorded
+                with contextlib.suppress(OSError):
+                    os.unlink(item.path)
             raise
+        if not stored:
+            self._heal("store a blob")
+        return stored
+
+    def put_blob(self, algorithm: str, digest: str, data: memoryview | bytes) -> bool:
+        """Cache ``data``, whose digest the caller computed from these very bytes.
+
+        Best effort, for the write path: a fault of the cache (disk full, permissions, a
+        locked or damaged database) is logged, as a warning once per cause, and returns
+        False. True if the blob is now cached.
+        """
+        try:
+            for _ in range(2):  # again if the cache directory was removed meanwhile
+                fd, path = self.temp_file(".chunk")
+                try:
+                    try:
+                        with open(fd, "wb") as f:
+                            f.write(data)
+                    except OSError as exc:
+                        raise _cache_error(self.directory, "store a blob", exc) from exc
+                    if self.adopt(algorithm, digest, path):
+                        return True
+                except BaseException:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                    raise
+        except _FAULTS as exc:
+            self._warn_once(exc)
+        return False
+
+    def _warn_once(self, exc: BaseException) -> None:
+        root = exc.__cause__ if isinstance(exc, CacheError) else None
+        cause, _ = _diagnose(root if root is not None else exc)
+        level = logging.DEBUG if cause in self._warned else logging.WARNING
+        self._warned.add(cause)
+        log.log(level, "not caching a chunk being written, which S3 still gets: %s", exc)
 
     def open_blob(self, algorithm: str, digest: str) -> BinaryIO | None:
-        """An open handle on the cached blob, or None on a miss or a tampered cache file."""
+        """An open handle on the cached blob, or None on a miss, a tampered or a removed cache file."""
         key = blob_cache_key(algorithm, digest)
-        result = self.blobs.get(key, read=True, tag=True)
-        handle, tag = result if result is not None else (None, None)
+
+        def get(blobs: Any) -> tuple[Any, Any, OSError | None, Any]:
+            failures = blobs.disk.failures
+            failures.error = None
+            result = blobs.get(key, read=True, tag=True)
+            handle, tag = result if result is not None else (None, None)
+            return handle, tag, failures.error, blobs
+
+        handle, tag, error, blobs = self._call("read a blob", get)
         if handle is None:
+            if error is None:
+                return None
+            if not isinstance(error, FileNotFoundError):
+                raise _cache_error(self.directory, "read a blob", error) from error
+            # Its file is gone: the cache directory was removed, or just this file.
+            self._heal("read a blob")
+            if self.blobs is blobs:  # the same database: only this file went away
+                self._forget(key)
             return None
         if not hasattr(handle, "fileno") or _fingerprint(os.fstat(handle.fileno())) != tag:
             handle.close()
             log.warning("cached blob %s was modified on disk; discarding it", digest)
-            self.discard(algorithm, digest)
+            self._forget(key)
             return None
         return handle  # type: ignore[no-any-return]
 
+    def _forget(self, key: str) -> None:
+        """Drop the cache row of a file found missing or modified (best effort: a miss anyway)."""
+        try:
+            self._call("discard a blob", lambda blobs: blobs.delete(key), write=True)
+        except CacheError as exc:
+            log.debug("could not discard %s from the cache: %s", key, exc)
+
     def has_blob(self, algorithm: str, digest: str) -> bool:
-        return blob_cache_key(algorithm, digest) in self.blobs
+        """Whether the cache holds the blob (open_blob may still miss: eviction, removal)."""
+        key = blob_cache_key(algorithm, digest)
+        found = self._call("look up a blob", lambda blobs: key in blobs)
+        if found and _identity(self._blobs_db) != self._blobs_identity:
+            # That answer came from a removed database: the directory was removed under us.
+            self._heal("look up a blob")
+            found = self._call("look up a blob", lambda blobs: key in blobs)
+        return found
 
     def discard(self, algorithm: str, digest: str) -> None:
-        self.blobs.delete(blob_cache_key(algorithm, digest))
+        key = blob_cache_key(algorithm, digest)
+        self._call("discard a blob", lambda blobs: blobs.delete(key), write=True)
 
     def close(self) -> None:
         """Close this thread's database handles; they reopen on the next use."""

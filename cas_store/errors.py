@@ -46,3 +46,54 @@ class BucketNotFoundError(CASStoreError, FileNotFoundError):
 
 class CredentialsError(CASStoreError, PermissionError):
     """S3 rejected or could not find the credentials (never included in the message)."""
+
+
+class BlobError(IntegrityError):
+    """A blob the manifest names is unusable; ``digest`` and ``key`` say which one."""
+
+    def __init__(self, message: str, *, digest: str, key: str) -> None:
+        super().__init__(message)
+        self.digest = digest
+        self.key = key
+
+
+class BlobMissingError(BlobError):
+    """A blob a manifest entry names is in neither the bucket nor the local cache.
+
+    The entry's content is lost unless the same bytes are written again (which
+    re-creates the blob); ``cas-store verify`` lists every entry affected.
+    """
+
+
+class BlobCorruptError(BlobError):
+    """A blob in the bucket does not hash to its key: it was modified outside cas_store."""
+
+
+class S3Error(CASStoreError, OSError):
+    """S3 answered with an error cas_store has no more specific exception for.
+
+    ``code`` is the S3 error code (``"InternalError"``, ``"SlowDown"``, ...) or ``None``,
+    ``status`` the HTTP status or ``None``, ``key`` the object concerned, if any.
+    Raised after botocore's and s3fs's retries ran out.
+    """
+
+    def __init__(
+        self, message: str, *, code: str | None = None, status: int | None = None, key: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.key = key
+
+
+class ObjectNotFoundError(CASStoreError, FileNotFoundError):
+    """The backend has no object at ``key`` (raised where absence is not an answer)."""
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class CacheError(CASStoreError, OSError):
+    """The local cache directory cannot be used (disk full, permissions, a damaged or
+    locked database); the message names the directory and says what to do."""

@@ -10,14 +10,14 @@ from typing import Any
 from fsspec.spec import AbstractFileSystem
 from fsspec.utils import stringify_path
 
+from cas_store.backend.s3 import S3Connection
 from cas_store.cache import LocalCache
 from cas_store.config import StoreConfig
-from cas_store.errors import StoreOfflineError
-from cas_store.files import TextWriteFile
-from cas_store.format import DEFAULT_CHUNK_SIZE, Entry
+from cas_store.fileobj import TextWriteFile
+from cas_store.format import DEFAULT_CHUNK_SIZE
 from cas_store.layout import PROTOCOL, Root, split_path
-from cas_store.manifest import Listed, Record
-from cas_store.s3 import S3
+from cas_store.locator import StoreLocator
+from cas_store.manifest import Record
 from cas_store.store import Store
 
 log = logging.getLogger(__name__)
@@ -53,12 +53,12 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def __init__(self, root: str | None = None, **options: Any) -> None:
         super().__init__(root=root, **options)
         self.config = StoreConfig.from_options({k: v for k, v in options.items() if k not in _FSSPEC_OPTIONS})
-        self.s3 = S3(self.config)
+        self.s3 = S3Connection(self.config)
         self.cache = LocalCache(
             self.config.resolved_cache_dir, self.config.cache_size, self.config.cache_eviction_policy
         )
         self.root = Root.parse(root) if root else None
-        self._stores: dict[Root, Store] = {}
+        self.stores = StoreLocator(self.config, self.s3.bucket, self.cache, self.root)
 
     # -- paths -------------------------------------------------------------------------
 
@@ -72,15 +72,7 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
         return f"{PROTOCOL}://{self._strip_protocol(name)}"
 
     def _locate(self, path: Any) -> tuple[Store, str]:
-        stripped = self._strip_protocol(path)
-        root = self.root or Root(stripped.split("/", 1)[0] if stripped else "")
-        if not root.bucket:
-            raise FileNotFoundError(f"{path!r} names no bucket; use s3cas://<bucket>/<path>")
-        rel = root.relative(stripped)
-        store = self._stores.get(root)
-        if store is None:
-            store = self._stores.setdefault(root, Store(root, self.config, self.s3, self.cache))
-        return store, rel
+        return self.stores.locate(self._strip_protocol(path))
 
     def store(self, path: str = "") -> Store:
         """The :class:`Store` a path belongs to (the configured root by default)."""
@@ -88,7 +80,8 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     # -- metadata ----------------------------------------------------------------------
 
-    def _file_info(self, store: Store, record: Record) -> dict[str, Any]:
+    @staticmethod
+    def _file_info(store: Store, record: Record) -> dict[str, Any]:
         entry = record.entry
         return {
             "name": store.root.logical_path(record.rel),
@@ -106,20 +99,8 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     def info(self, path: Any, **kwargs: Any) -> dict[str, Any]:
         store, rel = self._locate(path)
-        if not rel:
-            store.marker()  # surfaces a missing bucket or an incompatible store
-            return self._dir_info(store, rel)
-        try:
-            record = store.resolve(rel)
-        except StoreOfflineError:
-            if store.cache.mirror.paths_under(store.id, rel, limit=1):
-                return self._dir_info(store, rel)
-            raise
-        if record is not None:
-            return self._file_info(store, record)
-        if store.manifest.dir_exists(rel):
-            return self._dir_info(store, rel)
-        raise FileNotFoundError(f"no such file or directory: {store.root.uri}/{rel}")
+        record = store.stat(rel)
+        return self._dir_info(store, rel) if record is None else self._file_info(store, record)
 
     def exists(self, path: Any, **kwargs: Any) -> bool:
         # fsspec's default swallows every error; offline or a bad path must not read as "absent".
@@ -149,79 +130,18 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     created = modified  # S3 keeps one time per object
 
-    def _records(self, store: Store, listed: list[Listed]) -> list[Record]:
-        """Entries for listed manifest objects: from the mirror when its ETag is current."""
-        records: dict[str, Record] = {}
-        missing = []
-        for item in listed:
-            row = store.cache.mirror.get_entry(store.id, item.rel)
-            if row is not None and row[1] == item.etag and item.etag:
-                records[item.rel] = Record(item.rel, Entry.decode(row[0], item.rel), item.etag, item.modified)
-            else:
-                missing.append(item.rel)
-        fetched = store.manifest.get_many(missing)
-        rows = []
-        for rel, record in fetched.items():
-            if record is not None:  # deleted between the listing and the GET: skip it
-                records[rel] = record
-                rows.append((rel, record.entry.encode(), record.etag, record.modified.timestamp()))
-        store.cache.mirror.put_entries(store.id, rows)
-        return [records[i.rel] for i in listed if i.rel in records]
-
     def ls(self, path: Any, detail: bool = True, **kwargs: Any) -> list[Any]:
         store, rel = self._locate(path)
-        store.marker()
-        try:
-            listed, dirs = store.list_dir(rel)
-        except StoreOfflineError:
-            return self._ls_offline(store, rel, detail)
-        if not listed and not dirs:
-            if rel:
-                info = self.info(path)  # a file lists as itself; a missing path raises
-                return [info if detail else info["name"]]
-            return []
-        prefix = store.root.logical_path(rel)
-        # Files this directory no longer lists are gone: forget them (the mirror answers offline).
-        start = len(rel) + 1 if rel else 0
-        present = {item.rel for item in listed}
-        gone = [
-            r
-            for r in store.cache.mirror.paths_under(store.id, rel)
-            if "/" not in r[start:] and r not in present
-        ]
-        store.cache.mirror.delete_entries(store.id, gone)
-        if not detail:
-            names = [store.root.logical_path(i.rel) for i in listed] + [
-                store.root.logical_path(d) for d in dirs
-            ]
-            return sorted(names)
-        out = [self._file_info(store, r) for r in self._records(store, listed)]
-        out += [self._dir_info(store, d) for d in dirs]
-        log.debug("listed %s: %d entries", prefix, len(out))
-        return sorted(out, key=lambda i: i["name"])
-
-    def _ls_offline(self, store: Store, rel: str, detail: bool) -> list[Any]:
-        rows = store.cache.mirror.entries_under(store.id, rel)
-        if not rows:
-            if rel:
-                record = store.mirrored(rel)
-                if record is not None:
-                    info = self._file_info(store, record)
-                    return [info if detail else info["name"]]
-            raise store.s3.offline_error(f"listing {store.root.uri}/{rel} (not in the local mirror)")
-        start = len(rel) + 1 if rel else 0
-        files: list[dict[str, Any]] = []
-        dirs: set[str] = set()
-        for child, data, etag, modified in rows:
-            tail = child[start:]
-            if "/" in tail:
-                dirs.add((rel + "/" if rel else "") + tail.split("/", 1)[0])
-            else:
-                record = Record(
-                    child, Entry.decode(data, child), etag, dt.datetime.fromtimestamp(modified, dt.UTC)
-                )
-                files.append(self._file_info(store, record))
-        out = files + [self._dir_info(store, d) for d in sorted(dirs)]
+        if detail:
+            listing = store.list_dir(rel)
+            out = [self._file_info(store, r) for r in listing.files]
+            out += [self._dir_info(store, d) for d in listing.dirs]
+        else:
+            names, dirs = store.list_names(rel)
+            out = [{"name": store.root.logical_path(r)} for r in [*names, *dirs]]
+        if not out and rel:
+            info = self.info(path)  # a file lists as itself; a missing path raises
+            out = [info]
         out.sort(key=lambda i: i["name"])
         return out if detail else [i["name"] for i in out]
 
@@ -236,49 +156,17 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
         if maxdepth is not None and maxdepth < 1:
             raise ValueError("maxdepth must be at least 1")
         store, rel = self._locate(path)
-        store.marker()
-        try:
-            listed = store.manifest.list_tree(rel)
-        except StoreOfflineError:
-            listed = None
         base_depth = len(rel.split("/")) if rel else 0
-        # (rel, record); the record is only needed, and only fetched, for detail=True.
-        items: list[tuple[str, Record | None]]
-        if listed is None:
-            rows = store.cache.mirror.entries_under(store.id, rel)
-            items = [
-                (r, Record(r, Entry.decode(d, r), e, dt.datetime.fromtimestamp(m, dt.UTC)))
-                for r, d, e, m in rows
-            ]
-            if not items and rel:
-                record = store.mirrored(rel)
-                if record is None:
-                    raise store.s3.offline_error(f"listing {store.root.uri}/{rel} (not in the local mirror)")
-                items = [(rel, record)]
-        elif listed:
 
-            def within(item_rel: str) -> bool:
-                return maxdepth is None or len(item_rel.split("/")) - base_depth <= maxdepth
+        def within(item_rel: str) -> bool:
+            return maxdepth is None or len(item_rel.split("/")) - base_depth <= maxdepth
 
-            # Entries are fetched only for files that are returned; deeper ones still imply dirs.
-            fetched = (
-                {r.rel: r for r in self._records(store, [i for i in listed if within(i.rel)])}
-                if detail
-                else {}
-            )
-            items = [
-                (i.rel, fetched.get(i.rel))
-                for i in listed
-                if not detail or i.rel in fetched or not within(i.rel)
-            ]
-        else:
-            record = store.resolve(rel) if rel else None  # find() on a file finds the file
-            items = [(rel, record)] if record is not None else []
+        # Entries are fetched only for files that are returned; deeper ones still imply dirs.
+        items = store.list_tree(rel, detail=lambda r: detail and within(r))
         out: dict[str, dict[str, Any]] = {}
         for item_rel, record in items:
             parts = item_rel.split("/")
-            depth = len(parts) - base_depth
-            if maxdepth is None or depth <= maxdepth:
+            if within(item_rel):
                 if detail and record is not None:
                     info = self._file_info(store, record)
                 else:
@@ -313,24 +201,24 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 raise IsADirectoryError(f"{display} is the store root, a directory")
             record = store.resolve(rel)
             if record is None:
-                if store.manifest.dir_exists(rel):
+                if store.is_dir(rel):
                     raise IsADirectoryError(f"{display} is a directory")
                 raise FileNotFoundError(f"no such file: {display}")
             return store.open_read(record, display)
-        if mode == "wb":
+        if mode in ("wb", "xb"):
             if not autocommit:
                 raise NotImplementedError(
                     "cas_store publishes on close(); fsspec transactions are not supported"
                 )
-            return store.open_write(rel, display)
+            return store.open_write(rel, display, exclusive=mode == "xb")
         raise ValueError(
-            f"mode {mode!r} is not supported: files are immutable content; use 'rb' or 'wb' "
-            "(text modes 'r' and 'w' work too)"
+            f"mode {mode!r} is not supported: files are immutable content; use 'rb', 'wb' or "
+            "'xb' (text modes 'r', 'w' and 'x' work too)"
         )
 
     def open(self, path: Any, mode: str = "rb", **kwargs: Any) -> Any:
         """As fsspec's ``open``; a text-mode write left by an exception publishes nothing too."""
-        if "w" in mode and "b" not in mode:
+        if ("w" in mode or "x" in mode) and "b" not in mode:
             text_kwargs = {k: kwargs.pop(k) for k in ("encoding", "errors", "newline") if k in kwargs}
             binary = super().open(path, mode.replace("t", "") + "b", **kwargs)
             return TextWriteFile(binary, **text_kwargs)
@@ -347,27 +235,32 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
             return f.read(max(end - start, 0))  # type: ignore[no-any-return]
 
     def cp_file(self, path1: Any, path2: Any, **kwargs: Any) -> None:
-        """Copy by publishing the same entry under the new path: no bytes move."""
+        """Copy by publishing the same entry under the new path: no bytes move.
+
+        A directory copies as nothing (directories are implied by their files), as fsspec's
+        recursive ``copy`` and ``mv`` expect: they pass each directory here too.
+        """
         src_store, src_rel = self._locate(path1)
         dst_store, dst_rel = self._locate(path2)
-        record = src_store.resolve(src_rel) if src_rel else None
-        if record is None:
-            raise FileNotFoundError(f"no such file: {src_store.root.uri}/{src_rel}")
         if dst_store is src_store:
-            src_store.root.manifest_key(dst_rel)
-            dst_store.marker(create=True)
-            dst_store.publish(dst_rel, record.entry)
+            try:
+                src_store.copy(src_rel, dst_rel)
+            except FileNotFoundError:
+                if src_rel and not src_store.is_dir(src_rel):  # the root is a directory too
+                    raise
             return
         # Another store root: its bucket prefix needs the blob too, so the bytes are copied.
-        with self.open(path1, "rb") as src, self.open(path2, "wb") as dst:
+        try:
+            src = self.open(path1, "rb")
+        except IsADirectoryError:
+            return
+        with src, self.open(path2, "wb") as dst:
             while block := src.read(DEFAULT_CHUNK_SIZE):
                 dst.write(block)
 
     def rm_file(self, path: Any) -> None:
         store, rel = self._locate(path)
-        store.root.manifest_key(rel)
-        store.manifest.delete([rel])
-        store.cache.mirror.delete_entries(store.id, [rel])
+        store.remove([rel])
 
     def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
         """Delete files (manifest entries only; blobs are left for garbage collection)."""
@@ -378,17 +271,15 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
             if recursive:
                 found = self.find(p, maxdepth=maxdepth)
                 if not found:
-                    raise FileNotFoundError(f"no such file or directory: {store.root.uri}/{rel}")
+                    raise FileNotFoundError(f"no such file or directory: {store.where(rel)}")
                 rels = [store.root.relative(n) for n in found]
             else:
-                info = self.info(p)
-                if info["type"] == "directory":
-                    raise IsADirectoryError(f"{store.root.uri}/{rel} is a directory; use recursive=True")
+                if store.stat(rel) is None:
+                    raise IsADirectoryError(f"{store.where(rel)} is a directory; use recursive=True")
                 rels = [rel]
             by_store.setdefault(store, []).extend(rels)
         for store, rels in by_store.items():
-            store.manifest.delete(rels)
-            store.cache.mirror.delete_entries(store.id, rels)
+            store.remove(rels)
 
     def rmdir(self, path: Any) -> None:
         # Directories are implied by their files, as in S3: there is nothing to remove.
@@ -401,8 +292,7 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
         Checks the path, and that the store's bucket is reachable and compatible.
         """
-        store, _ = self._locate(path)
-        store.marker()
+        self._locate(path)[0].stat("")
 
     def makedirs(self, path: Any, exist_ok: bool = False) -> None:
         self.mkdir(path)

@@ -11,13 +11,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from cas_store.chunking import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, ChunkerSpec
 from cas_store.errors import IncompatibleStoreError, IntegrityError
 from cas_store.hashing import check_algorithm, is_valid_digest
 
-# Chunk sizes a store may declare: S3's largest single PUT bounds them from above.
-DEFAULT_CHUNK_SIZE = 8 * 2**20
-MIN_CHUNK_SIZE = 2**20
-MAX_CHUNK_SIZE = 5 * 2**30
+__all__ = ["DEFAULT_CHUNK_SIZE", "MAX_CHUNK_SIZE", "MIN_CHUNK_SIZE", "Chunk", "Entry", "Marker"]
 
 FORMAT_NAME = "cas_store"
 FORMAT_VERSION = 1
@@ -32,6 +30,11 @@ class Marker:
     hash_algorithm: str
     chunk_size: int | None = None  # None in markers that predate the field
     created_by: str = ""
+
+    @property
+    def chunker_spec(self) -> ChunkerSpec:
+        """Version 1 stores cut at fixed offsets: ``chunk_size``, 8 MiB if the marker predates it."""
+        return ChunkerSpec("fixed", {"size": self.chunk_size or DEFAULT_CHUNK_SIZE})
 
     def encode(self) -> bytes:
         doc: dict[str, Any] = {

@@ -111,6 +111,11 @@ def split_path(path: str) -> list[str]:
                 f"{path!r} uses the scheme {scheme!r}; cas_store paths use {PROTOCOL}:// "
                 f"(plain s3:// objects are not content-addressed and cannot be read through it)"
             )
+        if rest.startswith("/"):
+            raise InvalidPathError(
+                f"{path!r} names no bucket (three slashes after {PROTOCOL}:); "
+                f"use {PROTOCOL}://<bucket>/<path>"
+            )
     if any(ord(c) < 32 or c == "\x7f" for c in rest):
         raise InvalidPathError(f"path {path!r} contains control characters")
     segments = [s for s in rest.split("/") if s not in ("", ".")]

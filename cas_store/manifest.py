@@ -1,4 +1,4 @@
-"""The manifest in S3: one small object per logical path, under ``<root>/manifest/``.
+"""The manifest in the bucket: one small object per logical path, under ``<root>/manifest/``.
 
 S3 is strongly consistent per key and has no multi-key transactions, so each path
 has its own entry object; a write replaces it atomically (last writer wins) and a
@@ -10,16 +10,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
+from cas_store.backend.base import ObjectInfo, ObjectStore, gather_limited, list_all
 from cas_store.format import Entry
 from cas_store.layout import Root
-from cas_store.s3 import S3, error_code, gather_limited
 
 
 @dataclass(frozen=True)
 class Record:
-    """An entry as read from (or written to) S3, with the object's version tag and time."""
+    """An entry as read from (or written to) the bucket, with the object's version tag and time."""
 
     rel: str
     entry: Entry
@@ -40,97 +39,83 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class ManifestStore:
+class Manifest:
     """Reads, writes, lists and deletes the manifest entries of one store root."""
 
-    def __init__(self, s3: S3, root: Root) -> None:
-        self.s3 = s3
+    def __init__(self, objects: ObjectStore, root: Root, concurrency: int) -> None:
+        self.objects = objects
         self.root = root
+        # Entries and probes are tiny: latency, not bandwidth, bounds them.
+        self._limit = max(8, 2 * concurrency)
 
     async def _get(self, rel: str) -> Record | None:
-        key = self.root.manifest_key(rel)
-        try:
-            resp = await self.s3.fs._call_s3("get_object", Bucket=self.root.bucket, Key=key)
-        except FileNotFoundError as exc:
-            if error_code(exc) == "NoSuchBucket":
-                raise
+        found = await self.objects.get(self.root.manifest_key(rel))
+        if found is None:
             return None
-        try:
-            data = await resp["Body"].read()
-        finally:
-            resp["Body"].close()
-        entry = Entry.decode(data, f"{self.root.uri}/{rel}")
-        return Record(rel, entry, resp.get("ETag", ""), resp.get("LastModified") or _now())
+        data, info = found
+        return Record(rel, Entry.decode(data, f"{self.root.uri}/{rel}"), info.etag, info.modified)
 
     def get(self, rel: str) -> Record | None:
         """The entry of ``rel``, or None if there is no such file (one GET)."""
-        return self.s3.run(f"reading {self.root.uri}/{rel}", lambda: self._get(rel))
+        return self.objects.run(f"reading {self.root.uri}/{rel}", lambda: self._get(rel))
 
     def get_many(self, rels: Iterable[str]) -> dict[str, Record | None]:
         """Entries of many paths, fetched concurrently."""
         rels = list(rels)
         if not rels:
             return {}
-        limit = max(8, 2 * self.s3.config.max_concurrency)
-        results = self.s3.run(
+        results = self.objects.run(
             f"reading {len(rels)} manifest entries under {self.root.uri}",
-            lambda: gather_limited(limit, [self._get(r) for r in rels]),
+            lambda: gather_limited(self._limit, [self._get(r) for r in rels]),
         )
         return dict(zip(rels, results, strict=True))
 
-    def put(self, rel: str, entry: Entry) -> Record:
-        """Publish ``entry`` for ``rel`` (replacing any previous one) in one PUT."""
-        resp = self.s3.call(
+    def put(self, rel: str, entry: Entry, *, exclusive: bool = False) -> Record:
+        """Publish ``entry`` for ``rel`` (replacing any previous one) in one PUT.
+
+        With ``exclusive``, only if ``rel`` has no entry (a conditional PUT): else raise
+        ``FileExistsError``. On servers that ignore the condition, the PUT replaces.
+        """
+        key = self.root.manifest_key(rel)
+        result = self.objects.run(
             f"writing {self.root.uri}/{rel}",
-            "put_object",
-            Bucket=self.root.bucket,
-            Key=self.root.manifest_key(rel),
-            Body=entry.encode(),
-            ContentType="application/json",
+            lambda: self.objects.put(
+                key, entry.encode(), if_absent=exclusive, content_type="application/json"
+            ),
         )
-        return Record(rel, entry, resp.get("ETag", ""), _now())
+        if not result.created:
+            raise FileExistsError(f"{self.root.uri}/{rel} exists (written meanwhile by another writer)")
+        return Record(rel, entry, result.etag, _now())
 
     def delete(self, rels: Iterable[str]) -> None:
-        """Delete the entries of ``rels`` (missing ones are ignored), 1000 per request."""
-        keys = [self.root.s3_path(self.root.manifest_key(r)) for r in rels]
+        """Delete the entries of ``rels`` (missing ones are ignored)."""
+        keys = [self.root.manifest_key(r) for r in rels]
         if keys:
-            self.s3.run(f"deleting {len(keys)} paths under {self.root.uri}", lambda: self.s3.fs._rm(keys))
-
-    async def _pages(self, prefix: str, **extra: Any) -> list[dict[str, Any]]:
-        pages = []
-        token: dict[str, str] = {}
-        while True:
-            resp = await self.s3.fs._call_s3(
-                "list_objects_v2", Bucket=self.root.bucket, Prefix=prefix, **token, **extra
+            self.objects.run(
+                f"deleting {len(keys)} paths under {self.root.uri}", lambda: self.objects.delete_many(keys)
             )
-            pages.append(resp)
-            if not resp.get("IsTruncated") or "MaxKeys" in extra:
-                return pages
-            token = {"ContinuationToken": resp["NextContinuationToken"]}
 
-    def _listed(self, objects: Iterable[dict[str, Any]]) -> Iterator[Listed]:
+    def _listed(self, objects: Iterable[ObjectInfo]) -> Iterator[Listed]:
         for obj in objects:
-            rel = self.root.rel_from_manifest_key(obj["Key"])
+            rel = self.root.rel_from_manifest_key(obj.key)
             if rel:
-                yield Listed(rel, obj.get("ETag", ""), obj.get("LastModified") or _now())
+                yield Listed(rel, obj.etag, obj.modified)
 
     def list_dir(self, rel: str) -> tuple[list[Listed], list[str]]:
-        """Files directly in directory ``rel`` and the names of its subdirectories."""
+        """Files directly in directory ``rel`` and the names of its (non-empty) subdirectories."""
         prefix = self.root.manifest_dir_key(rel)
-        pages = self.s3.run(f"listing {self.root.uri}/{rel}", lambda: self._pages(prefix, Delimiter="/"))
-        files = [f for page in pages for f in self._listed(page.get("Contents", []))]
-        prefixes = [
-            self.root.rel_from_manifest_key(p["Prefix"])
-            for page in pages
-            for p in page.get("CommonPrefixes", [])
-        ]
+        pages = self.objects.run(
+            f"listing {self.root.uri}/{rel}", lambda: list_all(self.objects, prefix, delimiter="/")
+        )
+        files = [f for page in pages for f in self._listed(page.objects)]
+        prefixes = [self.root.rel_from_manifest_key(p) for page in pages for p in page.prefixes]
         return files, self.nonempty_dirs(prefixes)
 
     def list_tree(self, rel: str) -> list[Listed]:
         """Every file below directory ``rel``, at any depth."""
         prefix = self.root.manifest_dir_key(rel)
-        pages = self.s3.run(f"listing {self.root.uri}/{rel}", lambda: self._pages(prefix))
-        return [f for page in pages for f in self._listed(page.get("Contents", []))]
+        pages = self.objects.run(f"listing {self.root.uri}/{rel}", lambda: list_all(self.objects, prefix))
+        return [f for page in pages for f in self._listed(page.objects)]
 
     def dir_exists(self, rel: str) -> bool:
         """True if at least one file lies below ``rel`` (one LIST with MaxKeys=1)."""
@@ -146,11 +131,11 @@ class ManifestStore:
             return []
 
         async def probe(rel: str) -> bool:
-            pages = await self._pages(self.root.manifest_dir_key(rel), MaxKeys=1)
-            return any(page.get("Contents") for page in pages)
+            page = await self.objects.list_page(self.root.manifest_dir_key(rel), max_keys=1)
+            return bool(page.objects)
 
-        limit = max(8, 2 * self.s3.config.max_concurrency)
-        found = self.s3.run(
-            f"listing {self.root.uri}/{rels[0]}", lambda: gather_limited(limit, [probe(r) for r in rels])
+        found = self.objects.run(
+            f"listing {self.root.uri}/{rels[0]}",
+            lambda: gather_limited(self._limit, [probe(r) for r in rels]),
         )
         return [rel for rel, ok in zip(rels, found, strict=True) if ok]

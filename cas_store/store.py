@@ -1,55 +1,79 @@
-"""One store root: the write and read paths that tie manifest, blobs and cache together.
+"""One store root: the facade that ties manifest, blobs, cache and mirror together.
 
-Invariants kept here (DESIGN.md):
-
-1. a manifest entry is published only after every blob it names is durable in S3;
-2. a blob already present (remembered, or found by one HEAD) is not uploaded again;
-3. bytes handed out match their digest (fills are verified; full reads are checked);
-6. offline, cached content stays readable and nothing is half-published.
+:class:`Store` owns the bookkeeping every front end needs (the fsspec file system, the
+ZenML flavor through it, the CLI): the format marker, resolving a path online or from the
+mirror, listing, removal, the offline fallback and mirror pruning. The write and read
+paths live in :mod:`cas_store.writer` and :mod:`cas_store.reader`; the invariants they keep
+are stated in ``docs/design.md``.
 """
 
 from __future__ import annotations
 
-import bisect
-import concurrent.futures
 import contextlib
 import datetime as dt
 import io
 import logging
-import os
 import threading
-from typing import BinaryIO
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-from cas_store import __version__
-from cas_store.blobstore import BlobStore
+from cas_store import __version__, reader, writer
+from cas_store.backend.base import ObjectStore
+from cas_store.blobs import Blobs
 from cas_store.cache import LocalCache
+from cas_store.chunking import Chunker
 from cas_store.config import StoreConfig
-from cas_store.errors import IncompatibleStoreError, IntegrityError, StoreOfflineError
-from cas_store.files import ReadFile, WriteFile
-from cas_store.format import DEFAULT_CHUNK_SIZE, FORMAT_VERSION, Chunk, Entry, Marker
-from cas_store.hashing import DEFAULT_ALGORITHM, hash_bytes, hash_file
+from cas_store.errors import CacheError, IncompatibleStoreError, StoreOfflineError
+from cas_store.fileobj import WriteFile
+from cas_store.format import DEFAULT_CHUNK_SIZE, FORMAT_VERSION, Entry, Marker
+from cas_store.hashing import DEFAULT_ALGORITHM
 from cas_store.layout import Root
-from cas_store.manifest import Listed, ManifestStore, Record
-from cas_store.s3 import S3, error_code, is_not_implemented, is_precondition_failed
+from cas_store.manifest import Listed, Manifest, Record
 
 log = logging.getLogger(__name__)
 
 
-class Store:
-    """The content-addressed store at one root, over one S3 client and one local cache."""
+@dataclass(frozen=True)
+class Listing:
+    """A directory's contents: its files (with entries) and its subdirectories' paths."""
 
-    def __init__(self, root: Root, config: StoreConfig, s3: S3, cache: LocalCache) -> None:
+    files: list[Record]
+    dirs: list[str]
+
+
+class Store:
+    """The content-addressed store at one root, over one :class:`ObjectStore` and one local cache.
+
+    Thread-safe. ``clock`` (seconds since the epoch) stamps blob proofs; tests inject one.
+    """
+
+    def __init__(
+        self,
+        root: Root,
+        config: StoreConfig,
+        objects: ObjectStore,
+        cache: LocalCache,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if objects.bucket != root.bucket:
+            raise ValueError(f"the object store is bucket {objects.bucket!r}, the root {root.uri}")
         self.root = root
         self.config = config
-        self.s3 = s3
+        self.objects = objects
         self.cache = cache
-        self.manifest = ManifestStore(s3, root)
-        self.blobs = BlobStore(s3, root)
+        self.clock = clock
+        self.manifest = Manifest(objects, root, config.max_concurrency)
+        self.blobs = Blobs(objects, root, config.max_concurrency, clock)
         # Identifies this store in the shared cache: two endpoints may have equal bucket names.
-        self.id = f"{s3.endpoint}|{root.path}"
+        self.id = f"{objects.endpoint}|{root.path}"
         self._marker: Marker | None = None
-        self._no_marker = False  # S3 said there is no marker (and we have not created one)
+        self._no_marker = False  # the bucket said there is no marker (and we have not created one)
         self._marker_lock = threading.Lock()
+
+    def where(self, rel: str = "") -> str:
+        """The ``s3cas://`` URI of ``rel``, for messages."""
+        return f"{self.root.uri}/{rel}" if rel else self.root.uri
 
     # -- format marker ---------------------------------------------------------------------
 
@@ -57,8 +81,8 @@ class Store:
         """The store's format marker; with ``create``, initialise an empty prefix as a store.
 
         Raises :class:`IncompatibleStoreError` for a marker of another format version, a
-        marker whose algorithm contradicts the configuration, or (on create) a prefix that
-        already holds other objects.
+        marker whose settings contradict the configuration, or a prefix that holds other
+        objects but no marker (a foreign prefix: reads would otherwise see an empty store).
         """
         if self._marker is not None or (self._no_marker and not create):
             return self._marker
@@ -69,30 +93,38 @@ class Store:
                 self._no_marker = self._marker is None
             return self._marker
 
+    def chunker(self) -> Chunker:
+        """The chunker every writer of this store must cut with (the marker's)."""
+        marker = self.marker(create=True)
+        assert marker is not None
+        return marker.chunker_spec.build()
+
     def _load_marker(self, create: bool) -> Marker | None:
-        where = f"{self.root.uri} ({self.s3.endpoint})"
+        where = f"{self.root.uri} ({self.objects.endpoint})"
         key = self.root.marker_key()
+        opening = f"opening the store {self.root.uri}"
         try:
-            data = self._get_small(key, f"opening the store {self.root.uri}")
+            found = self.objects.run(opening, lambda: self.objects.get(key))
         except StoreOfflineError:
             cached = self.cache.mirror.get_marker(self.id)
             if cached is None or create:
                 raise
             return self._accept(Marker.decode(cached, where), cached)
-        if data is not None:
-            return self._accept(Marker.decode(data, where), data)
-        if not create:
-            return None
+        if found is not None:
+            return self._accept(Marker.decode(found[0], where), found[0])
         occupant = self._first_object()
         if occupant is not None:
             # Either another writer created the store since our GET, or the prefix is foreign.
-            data = self._get_small(key, f"opening the store {self.root.uri}")
-            if data is not None:
-                return self._accept(Marker.decode(data, where), data)
+            found = self.objects.run(opening, lambda: self.objects.get(key))
+            if found is not None:
+                return self._accept(Marker.decode(found[0], where), found[0])
             raise IncompatibleStoreError(
-                f"s3://{self.root.bucket}/{self.root.key()} already holds objects that are not a "
-                f"cas_store store (e.g. {occupant!r}); choose an empty prefix as the root"
+                f"s3://{self.root.bucket}/{self.root.key()} holds objects but no cas_store format "
+                f"marker (e.g. {occupant!r}), so it is not a cas_store store: point the root (or the "
+                "path) at a store root, or at an empty prefix to create one"
             )
+        if not create:
+            return None
         marker = Marker(
             FORMAT_VERSION,
             self.config.hash_algorithm or DEFAULT_ALGORITHM,
@@ -100,31 +132,16 @@ class Store:
             f"cas_store {__version__}",
         )
         body = marker.encode()
-
-        def put(**condition: str) -> None:
-            self.s3.call(
-                f"creating the store {self.root.uri}",
-                "put_object",
-                Bucket=self.root.bucket,
-                Key=key,
-                Body=body,
-                ContentType="application/json",
-                **condition,
-            )
-
-        try:
-            put(IfNoneMatch="*")
-        except Exception as exc:
-            if is_not_implemented(exc):
-                put()
-            elif not is_precondition_failed(exc):
-                raise
+        self.objects.run(
+            f"creating the store {self.root.uri}",
+            lambda: self.objects.put(key, body, if_absent=True, content_type="application/json"),
+        )
         # Read back: on servers that ignore If-None-Match the last concurrent creator wins,
         # and everyone must then use what is really there.
-        data = self._get_small(key, f"opening the store {self.root.uri}")
-        if data is None:
+        found = self.objects.run(opening, lambda: self.objects.get(key))
+        if found is None:
             raise IncompatibleStoreError(f"the marker of {where} vanished right after it was written")
-        return self._accept(Marker.decode(data, where), data)
+        return self._accept(Marker.decode(found[0], where), found[0])
 
     def _accept(self, marker: Marker, raw: bytes) -> Marker:
         wanted = self.config.hash_algorithm
@@ -135,52 +152,66 @@ class Store:
                 "or use a new root for the other algorithm"
             )
         wanted_size = self.config.chunk_size
-        if wanted_size is not None and wanted_size != (marker.chunk_size or DEFAULT_CHUNK_SIZE):
+        declared = marker.chunk_size or DEFAULT_CHUNK_SIZE
+        if wanted_size is not None and wanted_size != declared:
             raise IncompatibleStoreError(
-                f"the store {self.root.uri} cuts files into chunks of "
-                f"{marker.chunk_size or DEFAULT_CHUNK_SIZE} bytes but "
+                f"the store {self.root.uri} cuts files into chunks of {declared} bytes but "
                 f"the configuration asks for {wanted_size}: drop chunk_size from the configuration "
                 "(identical files would otherwise stop deduplicating) or use a new root"
             )
-        self.cache.mirror.put_marker(self.id, raw)
+        with self._best_effort("mirror the store's marker"):
+            self.cache.mirror.put_marker(self.id, raw)
         return marker
 
     def _first_object(self) -> str | None:
         """The key of some object under the root, or None if the prefix is empty."""
         prefix = self.root.key() + "/" if self.root.prefix else ""
-        resp = self.s3.call(
-            f"checking {self.root.uri} before creating a store there",
-            "list_objects_v2",
-            Bucket=self.root.bucket,
-            Prefix=prefix,
-            MaxKeys=1,
+        page = self.objects.run(
+            f"checking what s3://{self.root.bucket}/{prefix} holds",
+            lambda: self.objects.list_page(prefix, max_keys=1),
         )
-        contents = resp.get("Contents") or []
-        return str(contents[0]["Key"]) if contents else None
+        return page.objects[0].key if page.objects else None
 
-    def _get_small(self, key: str, what: str) -> bytes | None:
-        async def get() -> bytes | None:
-            try:
-                resp = await self.s3.fs._call_s3("get_object", Bucket=self.root.bucket, Key=key)
-            except FileNotFoundError as exc:
-                if error_code(exc) == "NoSuchBucket":
-                    raise
-                return None
-            try:
-                return bytes(await resp["Body"].read())
-            finally:
-                resp["Body"].close()
+    # -- the memo of blobs known to be in the bucket (gc-protocol.md, W1 and W2) -----------
 
-        return self.s3.run(what, get)
+    def blob_proof(self, key: str) -> float | None:
+        """When the blob at ``key`` was proven present, if that proof is still trusted."""
+        proven = self.cache.mirror.blob_proven_at(self.id, key)
+        if proven is None or not 0 <= self.clock() - proven < self.config.blob_memo_ttl:
+            return None
+        return proven
+
+    def remember_blob(self, key: str, proven_at: float) -> None:
+        """Record a proof: ``proven_at`` is when the request that proved the blob was sent."""
+        with self._best_effort("remember a stored blob"):
+            self.cache.mirror.remember_blob(self.id, key, proven_at)
+
+    def forget_blob(self, key: str) -> None:
+        with self._best_effort("forget a missing blob"):
+            self.cache.mirror.forget_blob(self.id, key)
+
+    def keep_in_cache(self, algorithm: str, digest: str, data: memoryview) -> None:
+        """Cache a chunk being written, if the cache can take it (a fault never fails a write)."""
+        with self._best_effort("cache a written chunk"):
+            if not self.cache.has_blob(algorithm, digest):
+                self.cache.put_blob(algorithm, digest, data)
+
+    @contextlib.contextmanager
+    def _best_effort(self, action: str) -> Iterator[None]:
+        """Local bookkeeping that must not fail an operation the bucket already carried out."""
+        try:
+            yield
+        except CacheError as exc:
+            log.warning("could not %s in the local cache: %s", action, exc)
 
     # -- resolving paths -------------------------------------------------------------------
 
     def resolve(self, rel: str) -> Record | None:
-        """The current entry of ``rel``: from S3 when reachable, else from the mirror.
+        """The current entry of ``rel``: from the bucket when reachable, else from the mirror.
 
-        Raises :class:`StoreOfflineError` when S3 is unreachable and the mirror has no
-        answer (the path may exist; this machine just has not seen it). With
-        ``entry_ttl``, an entry S3 confirmed that recently is answered from the mirror.
+        Raises :class:`StoreOfflineError` when the bucket is unreachable and the mirror has
+        no answer (the path may exist; this machine just has not seen it). With
+        ``entry_ttl``, an entry the bucket confirmed that recently is answered from the mirror.
         """
         if self.config.entry_ttl > 0:
             fresh = self.mirrored(rel, max_age=self.config.entry_ttl)
@@ -200,270 +231,184 @@ class Store:
             self.remember(record)
         return record
 
+    def stat(self, rel: str) -> Record | None:
+        """The entry of file ``rel``, or None if ``rel`` is a directory (the root is one).
+
+        Raises ``FileNotFoundError`` if it is neither. Offline, a directory is one the
+        mirror holds paths below.
+        """
+        if not rel:
+            self.marker()  # surfaces a missing bucket or an incompatible store
+            return None
+        try:
+            record = self.resolve(rel)
+        except StoreOfflineError:
+            if self.cache.mirror.paths_under(self.id, rel, limit=1):
+                return None
+            raise
+        if record is not None:
+            return record
+        if self.manifest.dir_exists(rel):
+            return None
+        raise FileNotFoundError(f"no such file or directory: {self.where(rel)}")
+
+    def is_dir(self, rel: str) -> bool:
+        """True if files lie below ``rel`` (asks the bucket)."""
+        return self.manifest.dir_exists(rel)
+
     def mirrored(self, rel: str, max_age: float | None = None) -> Record | None:
         row = self.cache.mirror.get_entry(self.id, rel, max_age)
         if row is None:
             return None
         data, etag, modified = row
-        return Record(rel, Entry.decode(data, f"{self.root.uri}/{rel}"), etag, _from_timestamp(modified))
+        return Record(rel, Entry.decode(data, self.where(rel)), etag, _from_timestamp(modified))
 
     def remember(self, record: Record) -> None:
-        self.cache.mirror.put_entry(
-            self.id, record.rel, record.entry.encode(), record.etag, record.modified.timestamp()
-        )
+        """Mirror an entry the bucket confirmed (best-effort: the mirror serves offline reads)."""
+        with self._best_effort("mirror an entry"):
+            self.cache.mirror.put_entry(
+                self.id, record.rel, record.entry.encode(), record.etag, record.modified.timestamp()
+            )
+
+    def records(self, listed: list[Listed]) -> list[Record]:
+        """Entries of listed manifest objects: from the mirror where its ETag is current."""
+        found: dict[str, Record] = {}
+        missing = []
+        for item in listed:
+            row = self.cache.mirror.get_entry(self.id, item.rel)
+            if row is not None and item.etag and row[1] == item.etag:
+                found[item.rel] = Record(item.rel, Entry.decode(row[0], item.rel), item.etag, item.modified)
+            else:
+                missing.append(item.rel)
+        rows = []
+        for rel, record in self.manifest.get_many(missing).items():
+            if record is not None:  # deleted between the listing and the GET: skip it
+                found[rel] = record
+                rows.append((rel, record.entry.encode(), record.etag, record.modified.timestamp()))
+        self.cache.mirror.put_entries(self.id, rows)
+        return [found[i.rel] for i in listed if i.rel in found]
+
+    # -- listing ---------------------------------------------------------------------------
+
+    def list_dir(self, rel: str) -> Listing:
+        """The files directly in directory ``rel`` (with entries) and its subdirectories, in
+        path order. Empty if there is no such directory.
+
+        Offline, answers from the mirror (what this machine has seen). Online, forgets
+        mirrored files the bucket no longer lists.
+        """
+        listed = self._list_dir_online(rel)
+        if listed is None:
+            return self._list_dir_offline(rel)
+        return Listing(self.records(listed[0]), listed[1])
+
+    def list_names(self, rel: str) -> tuple[list[str], list[str]]:
+        """As :meth:`list_dir`, paths only: no entry is read (the listing alone answers)."""
+        listed = self._list_dir_online(rel)
+        if listed is None:
+            offline = self._list_dir_offline(rel)
+            return [r.rel for r in offline.files], offline.dirs
+        return [i.rel for i in listed[0]], listed[1]
+
+    def _list_dir_online(self, rel: str) -> tuple[list[Listed], list[str]] | None:
+        self.marker()
+        try:
+            listed, dirs = self.manifest.list_dir(rel)
+        except StoreOfflineError:
+            return None
+        start = len(rel) + 1 if rel else 0
+        present = {item.rel for item in listed}
+        gone = [
+            r
+            for r in self.cache.mirror.paths_under(self.id, rel)
+            if "/" not in r[start:] and r not in present
+        ]
+        with self._best_effort("prune the mirror"):
+            self.cache.mirror.delete_entries(self.id, gone)
+        return listed, dirs
+
+    def _list_dir_offline(self, rel: str) -> Listing:
+        start = len(rel) + 1 if rel else 0
+        files: list[Record] = []
+        dirs: set[str] = set()
+        for child, data, etag, modified in self.cache.mirror.entries_under(self.id, rel):
+            tail = child[start:]
+            if "/" in tail:
+                dirs.add((rel + "/" if rel else "") + tail.split("/", 1)[0])
+            else:
+                files.append(Record(child, Entry.decode(data, child), etag, _from_timestamp(modified)))
+        return Listing(files, sorted(dirs))
+
+    def list_tree(
+        self, rel: str, detail: Callable[[str], bool] = lambda _: False
+    ) -> list[tuple[str, Record | None]]:
+        """Every file below directory ``rel`` (or ``rel`` itself if it is a file), in path order.
+
+        Records are fetched for the paths ``detail`` selects (None for the others). Offline,
+        answers from the mirror, with records; raises :class:`StoreOfflineError` if the
+        mirror knows nothing below ``rel``.
+        """
+        self.marker()
+        try:
+            listed = self.manifest.list_tree(rel)
+        except StoreOfflineError as exc:
+            rows = self.cache.mirror.entries_under(self.id, rel)
+            items: list[tuple[str, Record | None]] = [
+                (r, Record(r, Entry.decode(d, r), e, _from_timestamp(m))) for r, d, e, m in rows
+            ]
+            if not items and rel:
+                record = self.mirrored(rel)
+                if record is None:
+                    raise self.objects.offline_error(
+                        f"listing {self.where(rel)} (not in the local mirror)"
+                    ) from exc
+                items = [(rel, record)]
+            return items
+        if not listed:
+            record = self.resolve(rel) if rel else None  # a file lists as itself
+            return [(rel, record)] if record is not None else []
+        fetched = {r.rel: r for r in self.records([i for i in listed if detail(i.rel)])}
+        return [(i.rel, fetched.get(i.rel)) for i in listed if not detail(i.rel) or i.rel in fetched]
 
     # -- writing ---------------------------------------------------------------------------
 
-    def open_write(self, rel: str, display_path: str) -> WriteFile:
-        self.root.manifest_key(rel)  # validates the path before any byte is written
-        if self.s3.is_offline():
-            raise self.s3.offline_error(f"writing {display_path}")
-        marker = self.marker(create=True)
-        assert marker is not None
-        algorithm = marker.hash_algorithm
-        uploads = _ChunkUploads(self, algorithm)
+    def open_write(self, rel: str, display_path: str, *, exclusive: bool = False) -> WriteFile:
+        """A file that publishes ``rel`` when closed (see :mod:`cas_store.writer`).
 
-        def on_close(size: int, digest: str, chunks: list[tuple[str, int]], inline: bytes | None) -> None:
-            uploads.finish()  # every blob durable (or known to be) before the entry exists
-            if inline is not None:
-                entry = Entry(size, algorithm, digest, inline=inline)
-            else:
-                entry = Entry(size, algorithm, digest, chunks=tuple(Chunk(d, n) for d, n in chunks))
-            entry.validate(display_path)  # never publish an entry a reader would reject
-            self.publish(rel, entry)
+        With ``exclusive``, ``rel`` must not exist: checked now, and again by a conditional
+        PUT of the entry at close (race-free where the server honours ``If-None-Match``).
+        """
+        if exclusive and self.resolve(rel) is not None:
+            raise FileExistsError(f"{self.where(rel)} exists")
+        return writer.open_write(self, rel, display_path, exclusive=exclusive)
 
-        return WriteFile(
-            display_path,
-            algorithm,
-            marker.chunk_size or DEFAULT_CHUNK_SIZE,
-            self.config.inline_threshold,
-            on_chunk=uploads.submit,
-            on_close=on_close,
-            on_discard=uploads.abort,
-        )
-
-    def publish(self, rel: str, entry: Entry) -> Record:
-        record = self.manifest.put(rel, entry)
+    def publish(self, rel: str, entry: Entry, *, exclusive: bool = False) -> Record:
+        """Make ``rel`` hold ``entry``. The caller guarantees its blobs are durable."""
+        record = self.manifest.put(rel, entry, exclusive=exclusive)
         self.remember(record)
         return record
+
+    def copy(self, src: str, dst: str) -> None:
+        """Make ``dst`` hold what ``src`` holds, in this store: no bytes move."""
+        record = self.resolve(src) if src else None
+        if record is None:
+            raise FileNotFoundError(f"no such file: {self.where(src)}")
+        self.root.manifest_key(dst)
+        self.marker(create=True)
+        self.publish(dst, record.entry)
+
+    def remove(self, rels: list[str]) -> None:
+        """Delete the entries of ``rels`` (missing ones are fine). Blobs stay for the collector."""
+        for rel in rels:
+            self.root.manifest_key(rel)
+        self.manifest.delete(rels)
+        self.cache.mirror.delete_entries(self.id, rels)
 
     # -- reading ---------------------------------------------------------------------------
 
     def open_read(self, record: Record, display_path: str) -> io.BufferedIOBase:
-        entry = record.entry
-        if entry.inline is not None:
-            if hash_bytes(entry.algorithm, entry.inline) != entry.digest:
-                raise IntegrityError(
-                    f"the manifest entry of {display_path} holds inline bytes that do not match "
-                    "its digest; the entry is corrupt: write the file again"
-                )
-            return io.BytesIO(entry.inline)
-
-        def discard() -> None:
-            for chunk in entry.chunks:
-                self.cache.discard(entry.algorithm, chunk.digest)
-
-        def source() -> BinaryIO:
-            if len(entry.chunks) == 1:
-                return self.open_chunk(entry.algorithm, entry.chunks[0])
-            self.prefetch(entry.algorithm, entry.chunks)
-            return _ChunkedReader(display_path, entry, self)  # type: ignore[return-value]
-
-        handle = source()
-        return ReadFile(
-            display_path,
-            handle,
-            entry.size,
-            entry.algorithm,
-            entry.digest,
-            refetch=source,  # after on_corrupt discarded the cached copies: fetches afresh
-            on_corrupt=discard,
-            verify=self.config.verify_reads,
-        )
-
-    def open_chunk(self, algorithm: str, chunk: Chunk) -> BinaryIO:
-        """A handle on the chunk's bytes: from the cache, else fetched (and cached)."""
-        handle = self.cache.open_blob(algorithm, chunk.digest)
-        if handle is not None:
-            return handle
-        return self.fetch(algorithm, chunk)
-
-    def prefetch(self, algorithm: str, chunks: tuple[Chunk, ...]) -> None:
-        """Bring the chunks the cache lacks into it, ``max_concurrency`` downloads at a time."""
-        missing = {c.digest: c for c in chunks if not self.cache.has_blob(algorithm, c.digest)}
-        if not missing:
-            return
-        with concurrent.futures.ThreadPoolExecutor(self.config.max_concurrency) as pool:
-            futures = [pool.submit(self.fetch, algorithm, c) for c in missing.values()]
-        for future in futures:  # all done: close every handle, then raise the first failure
-            if future.exception() is None:
-                future.result().close()
-        for future in futures:
-            future.result()
-
-    def fetch(self, algorithm: str, chunk: Chunk) -> BinaryIO:
-        """Download a blob, verify it, put it in the cache and return an open handle on it."""
-        fd, tmp = self.cache.temp_file(".download")
-        os.close(fd)
-        try:
-            try:
-                self.blobs.download(algorithm, chunk.digest, chunk.size, tmp)
-            except FileNotFoundError as exc:
-                self.cache.mirror.forget_blob(self.id, self.root.blob_key(algorithm, chunk.digest))
-                raise IntegrityError(
-                    f"blob {chunk.digest} is missing from s3://{self.root.bucket}/"
-                    f"{self.root.blob_key(algorithm, chunk.digest)}; a path refers to content "
-                    "that was deleted outside cas_store: write the file again"
-                ) from exc
-            with open(tmp, "rb") as f:
-                digest, size = hash_file(algorithm, f)
-            if digest != chunk.digest or size != chunk.size:
-                raise IntegrityError(
-                    f"blob s3://{self.root.bucket}/{self.root.blob_key(algorithm, chunk.digest)} "
-                    f"is corrupt in S3 (got {size} bytes hashing to {digest}); write the file again"
-                )
-            # Opened before adoption, so that eviction cannot pull the file away from us.
-            handle = open(tmp, "rb")  # noqa: SIM115 - returned to the caller, who closes it
-            self.cache.adopt(algorithm, chunk.digest, tmp)
-            return handle
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
-    # -- listing -----------------------------------------------------------------------
-
-    def list_dir(self, rel: str) -> tuple[list[Listed], list[str]]:
-        return self.manifest.list_dir(rel)
-
-
-class _ChunkUploads:
-    """The chunks of one file being written: each new one is cached locally and uploaded
-    in the background, at most ``max_concurrency`` at a time (the writer waits for a slot,
-    which bounds memory); chunks already known to be in the store cost nothing.
-    """
-
-    def __init__(self, store: Store, algorithm: str) -> None:
-        self._store = store
-        self._algorithm = algorithm
-        self._slots = threading.BoundedSemaphore(store.config.max_concurrency)
-        self._pending: list[tuple[str, concurrent.futures.Future[None]]] = []
-        self._seen: set[str] = set()  # a file may repeat a chunk: store it once
-
-    def submit(self, chunk: memoryview, digest: str) -> None:
-        if digest in self._seen:
-            return
-        self._seen.add(digest)
-        store, algorithm = self._store, self._algorithm
-        key = store.root.blob_key(algorithm, digest)
-        if not store.cache.has_blob(algorithm, digest):
-            store.cache.put_blob(algorithm, digest, chunk)  # so that reading it back is local
-        if store.cache.mirror.knows_blob(store.id, key, store.config.blob_memo_ttl):
-            return
-        self._raise_failed()
-        self._slots.acquire()
-        try:
-            future = store.blobs.store(algorithm, digest, bytes(chunk))
-        except BaseException:
-            self._slots.release()
-            raise
-        future.add_done_callback(lambda _: self._slots.release())
-        self._pending.append((key, future))
-
-    def _raise_failed(self) -> None:
-        """Surface a failed upload at the next write rather than only at close()."""
-        for _, future in self._pending:
-            if future.done() and future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
-
-    def finish(self) -> None:
-        """Wait for every upload; raise the first failure."""
-        try:
-            for key, future in self._pending:
-                future.result()
-                self._store.cache.mirror.remember_blob(self._store.id, key)
-        except BaseException:
-            self.abort()
-            raise
-        self._pending = []
-
-    def abort(self) -> None:
-        """Stop waiting: uploads still running may finish (an unreferenced blob is harmless)."""
-        for _, future in self._pending:
-            future.cancel()
-        self._pending = []
-
-
-class _ChunkedReader(io.BufferedIOBase):
-    """The concatenated chunks of an entry stored as several blobs, as one seekable file.
-
-    :class:`ReadFile` checks the whole-file digest on top.
-    """
-
-    def __init__(self, path: str, entry: Entry, store: Store) -> None:
-        super().__init__()
-        self.path = path
-        self.size = entry.size
-        self._entry = entry
-        self._store = store
-        self._starts: list[int] = []
-        offset = 0
-        for chunk in entry.chunks:
-            self._starts.append(offset)
-            offset += chunk.size
-        self._pos = 0
-        self._open: tuple[int, BinaryIO] | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        if base + offset < 0:
-            raise OSError(22, "negative seek position")
-        self._pos = base + offset
-        return self._pos
-
-    def _handle(self, index: int) -> BinaryIO:
-        if self._open is None or self._open[0] != index:
-            if self._open is not None:
-                self._open[1].close()
-            chunk = self._entry.chunks[index]
-            self._open = (index, self._store.open_chunk(self._entry.algorithm, chunk))
-        return self._open[1]
-
-    def read(self, size: int | None = -1) -> bytes:
-        if self.closed:
-            raise ValueError("I/O operation on closed file")
-        end = self.size if size is None or size < 0 else min(self.size, self._pos + size)
-        parts = []
-        while self._pos < end:
-            index = bisect.bisect_right(self._starts, self._pos) - 1
-            handle = self._handle(index)
-            handle.seek(self._pos - self._starts[index])
-            data = handle.read(
-                min(end - self._pos, self._entry.chunks[index].size - (self._pos - self._starts[index]))
-            )
-            if not data:
-                raise IntegrityError(f"chunk {index} of {self.path} is shorter than its entry says")
-            parts.append(data)
-            self._pos += len(data)
-        return b"".join(parts)
-
-    def read1(self, size: int = -1) -> bytes:
-        return self.read(size)
-
-    def close(self) -> None:
-        if self._open is not None:
-            self._open[1].close()
-            self._open = None
-        super().close()
+        """A verified reader of ``record``'s content (see :mod:`cas_store.reader`)."""
+        return reader.open_read(self, record, display_path)
 
 
 def _from_timestamp(ts: float) -> dt.datetime:

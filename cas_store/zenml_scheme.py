@@ -14,7 +14,7 @@ check then resolves ``s3cas://bucket/x`` against the working directory and rejec
 This module must stay tiny and must not import ZenML at module level: the hook runs
 while ``zenml/__init__.py`` is still executing. It never raises, because an exception in
 an init hook would break ``import zenml`` for everyone who has cas_store installed;
-``tests/test_zenml_store.py`` fails instead if ZenML changes this mechanism.
+``tests/integration/test_zenml_store.py`` fails instead if ZenML changes this mechanism.
 """
 
 import logging

@@ -17,10 +17,12 @@ from cas_store import (
     CredentialsError,
     IncompatibleStoreError,
     StoreConfig,
+    StoreOfflineError,
 )
 from tests.integration.conftest import FSFactory
 from tests.support.clients import boto3_client, make_bucket
 from tests.support.moto import MotoServer
+from tests.support.ports import free_ports
 from tests.support.seaweed import SeaweedServer
 
 
@@ -38,10 +40,46 @@ def test_missing_bucket(moto: MotoServer, tmp_path: Path) -> None:
         cache_dir=str(tmp_path),
         skip_instance_cache=True,
     )
-    with pytest.raises(BucketNotFoundError, match=r"does not exist.*create it"):
+    with pytest.raises(BucketNotFoundError, match=r"bucket 'no-such-bucket-here' does not exist.*create it"):
         fs.pipe("s3cas://no-such-bucket-here/x/f", b"1")
-    with pytest.raises(BucketNotFoundError):
+    with pytest.raises(BucketNotFoundError, match="'no-such-bucket-here'"):
         fs.ls("s3cas://no-such-bucket-here/x")
+
+
+def test_unknown_profile_is_a_credentials_error(moto: MotoServer, tmp_path: Path) -> None:
+    fs = CASFileSystem(
+        root="s3cas://b/x",
+        profile="nope",
+        client_kwargs={"endpoint_url": moto.endpoint_url},
+        cache_dir=str(tmp_path),
+        skip_instance_cache=True,
+    )
+    with pytest.raises(CredentialsError, match=r"profile 'nope' is not defined.*aws configure"):
+        fs.ls("s3cas://b/x")
+
+
+def test_closed_port_says_to_check_the_endpoint(tmp_path: Path) -> None:
+    port = free_ports(1)[0]  # nothing listens there
+    fs = CASFileSystem(
+        root="s3cas://b/x",
+        key="k",
+        secret="s",
+        client_kwargs={"endpoint_url": f"http://127.0.0.1:{port}"},
+        cache_dir=str(tmp_path),
+        skip_instance_cache=True,
+    )
+    with pytest.raises(StoreOfflineError, match=r"refused the connection.*check endpoint_url"):
+        fs.ls("s3cas://b/x")
+
+
+def test_reading_a_foreign_prefix_is_not_an_empty_store(
+    fs: CASFileSystem, root: str, s3client: Any, bucket: str
+) -> None:
+    s3client.put_object(Bucket=bucket, Key="store/someone-elses-data.csv", Body=b"a,b")
+    with pytest.raises(IncompatibleStoreError, match="not a cas_store store"):
+        fs.ls(root)
+    with pytest.raises(IncompatibleStoreError, match="not a cas_store store"):
+        fs.cat(f"{root}/someone-elses-data.csv")
 
 
 def test_incompatible_marker(fs: CASFileSystem, root: str, s3client: Any, bucket: str) -> None:

@@ -1,0 +1,361 @@
+"""File objects returned by ``CASFileSystem.open``.
+
+:class:`WriteFile` cuts what is written into chunks with the store's :class:`Chunker`,
+hashes each and hands it to a :class:`ChunkSink` as it completes; ``close()`` commits.
+:class:`ReadFile` reads a local (cached) copy and checks its digest whenever the whole
+content passes through it in order. :class:`SeekableReader` holds what every reader
+shares: position, seek and tell, ``read`` into one buffer.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from types import TracebackType
+from typing import BinaryIO, Protocol
+
+from cas_store.chunking import Chunker
+from cas_store.errors import IntegrityError
+from cas_store.format import Chunk
+from cas_store.hashing import Hasher, new_hasher
+
+
+class ChunkSink(Protocol):
+    """Where a :class:`WriteFile` sends what it cuts (the writer of one file)."""
+
+    def add(self, chunk: memoryview, digest: str) -> None:
+        """A complete chunk and its digest. Copy what you keep: the buffer is reused."""
+
+    def commit(self, size: int, digest: str, chunks: list[Chunk], inline: bytes | None) -> None:
+        """The file is complete: publish it (``inline`` holds a small file's bytes)."""
+
+    def abort(self) -> None:
+        """The file will not be published: stop its uploads."""
+
+
+class SeekableReader(io.BufferedIOBase):
+    """A read-only, seekable file of ``size`` bytes; subclasses implement :meth:`_read_into`."""
+
+    def __init__(self, path: str, size: int) -> None:
+        super().__init__()
+        self.path = path
+        self.mode = "rb"
+        self.size = size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self.size + offset
+        else:
+            raise ValueError(f"invalid whence ({whence})")
+        if pos < 0:
+            raise OSError(22, "negative seek position")
+        self._pos = pos
+        return pos
+
+    def _ensure_open(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+
+    def _read_into(self, view: memoryview) -> int:
+        """Fill ``view`` from the current position; return the bytes read (0 at the end)."""
+        raise NotImplementedError
+
+    def _fill(self, view: memoryview) -> int:
+        """Fill ``view`` as far as the content goes; return the bytes read."""
+        got = 0
+        while got < len(view):
+            n = self._read_into(view[got:])
+            if not n:
+                break
+            got += n
+        return got
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        self._ensure_open()
+        with memoryview(buffer) as raw, raw.cast("B") as view:
+            return self._fill(view[: max(0, self.size - self._pos)])
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._ensure_open()
+        remaining = max(self.size - self._pos, 0)
+        n = remaining if size is None or size < 0 else min(size, remaining)
+        if n == 0:
+            return b""
+        # One buffer, filled in place, handed out without a copy: BytesIO.getvalue() returns
+        # its own bytes object when nothing else holds a view of it (CPython).
+        out = io.BytesIO()
+        out.seek(n - 1)
+        out.write(b"\0")
+        with out.getbuffer() as view:
+            got = self._fill(view)
+        if got < n:
+            out.truncate(got)
+        return out.getvalue()
+
+    def read1(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+
+class ReadFile(SeekableReader):
+    """A seekable reader over a local copy of a file's content.
+
+    Hashes what it hands out while reads run in order from the start; at the end
+    of the content it compares with the recorded digest. A mismatch found by a
+    single whole-content ``read()`` is repaired transparently through ``refetch``
+    (which must return a fresh, verified handle); found later, it discards the
+    cached copy through ``on_corrupt`` and raises :class:`IntegrityError`.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        handle: BinaryIO,
+        size: int,
+        algorithm: str,
+        digest: str,
+        refetch: Callable[[], BinaryIO],
+        on_corrupt: Callable[[], None],
+        verify: bool = True,
+    ) -> None:
+        super().__init__(path, size)
+        self._handle = handle
+        self._algorithm = algorithm
+        self._digest = digest
+        self._refetch = refetch
+        self._on_corrupt = on_corrupt
+        self._hasher: Hasher | None = new_hasher(algorithm) if verify else None
+        self._hashed = 0  # bytes [0, _hashed) went through the hasher
+        self._whole = False  # the read in progress started at 0 and covers everything
+
+    def _read_into(self, view: memoryview) -> int:
+        self._handle.seek(self._pos)
+        n = self._handle.readinto(view)  # type: ignore[attr-defined]
+        if self._hasher is not None and self._pos == self._hashed and n:
+            self._hasher.update(view[:n])
+            self._hashed += n
+        self._pos += n
+        if self._pos >= self.size and not self._check():
+            self._on_corrupt()
+            if not self._whole:
+                raise IntegrityError(
+                    f"the cached copy of {self.path} was corrupt (digest mismatch); it has "
+                    "been discarded: open the file again to read it from S3"
+                )
+            raise _Refetch
+        return int(n)
+
+    def _check(self) -> bool:
+        """True if the content was fully hashed and matches (or was not fully hashed yet)."""
+        if self._hasher is None or self._hashed < self.size:
+            return True
+        ok = self._hashed == self.size and self._hasher.hexdigest() == self._digest
+        self._hasher = None  # checked once
+        return ok
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._ensure_open()
+        self._whole = self._pos == 0 and (size is None or size < 0 or size >= self.size)
+        try:
+            return super().read(size)
+        except _Refetch:
+            pass
+        finally:
+            self._whole = False
+        # Nothing was handed out yet: replace the bad copy and answer from a fresh one.
+        self._handle.close()
+        self._handle = self._refetch()
+        self._pos = self._hashed = 0
+        self._hasher = new_hasher(self._algorithm)
+        try:
+            return super().read(self.size)
+        except IntegrityError as exc:
+            raise IntegrityError(
+                f"{self.path} does not match its digest even as fetched afresh from S3: the "
+                "stored content or its manifest entry is corrupt; write the file again"
+            ) from exc
+
+    def close(self) -> None:
+        if not self.closed:
+            self._handle.close()
+        super().close()
+
+
+class _Refetch(Exception):
+    """Internal: a whole read found the cached copy corrupt before handing anything out."""
+
+
+class WriteFile(io.BufferedIOBase):
+    """A file being written, cut into chunks as the bytes arrive.
+
+    Each complete chunk is hashed and handed to ``sink.add`` at once (the writer then
+    drops it if known, or caches and uploads it in the background), so that memory stays
+    bounded and uploads overlap with the producer. ``close()`` hands the whole-file digest
+    and the chunk list (or, for a small file, its bytes) to ``sink.commit``. Leaving a
+    ``with`` block by an exception, or :meth:`discard`, calls ``sink.abort`` instead:
+    nothing is published.
+    """
+
+    def __init__(
+        self, path: str, algorithm: str, chunker: Chunker, inline_threshold: int, sink: ChunkSink
+    ) -> None:
+        super().__init__()
+        self.path = path
+        self.mode = "wb"
+        self._algorithm = algorithm
+        self._chunker = chunker
+        self._inline_threshold = inline_threshold
+        self._sink = sink
+        self._whole: Hasher = new_hasher(algorithm)
+        # One reused buffer, grown on need up to the chunker's largest chunk: fresh multi-MiB
+        # allocations per chunk fragment the heap (glibc's adaptive mmap threshold) and grow
+        # RSS with file size, and a small file never pays for a whole chunk.
+        self._buffer = bytearray()
+        self._filled = 0
+        self._chunks: list[Chunk] = []
+        self._size = 0
+        self._open = True
+        self._failed: BaseException | None = None  # a write() that raised poisons the file
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        if not self._open:
+            raise ValueError("I/O operation on closed file")
+        if self._failed is not None:
+            raise OSError(f"an earlier write to {self.path} failed; discard the file") from self._failed
+        try:
+            return self._write(data)
+        except BaseException as exc:
+            # Part of ``data`` may be hashed but not stored: this content can never be published.
+            self._failed = exc
+            raise
+
+    def _write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        n = len(view)
+        self._whole.update(view)
+        self._size += n
+        limit = self._chunker.max_size
+        while view:
+            if not self._filled and len(view) >= limit:
+                cut = self._chunker.cut(view, final=False)
+                assert cut is not None  # a chunker decides within max_size bytes
+                self._emit(view[:cut])  # straight from the caller's buffer: no copy
+                view = view[cut:]
+                continue
+            take = min(limit - self._filled, len(view))
+            needed = self._filled + take
+            if needed > len(self._buffer):
+                size = min(limit, max(2 * len(self._buffer), needed))
+                self._buffer.extend(bytes(size - len(self._buffer)))
+            self._buffer[self._filled : needed] = view[:take]
+            self._filled = needed
+            view = view[take:]
+            if self._filled == limit:
+                self._drain(final=False)
+        return n
+
+    def _drain(self, final: bool) -> None:
+        """Emit every chunk the chunker can cut from the buffer; keep the rest at its start."""
+        start = 0
+        with memoryview(self._buffer) as whole:
+            while start < self._filled:
+                cut = self._chunker.cut(whole[start : self._filled], final=final)
+                if cut is None:
+                    break
+                with whole[start : start + cut] as chunk:
+                    self._emit(chunk)  # the sink copies what it keeps: the buffer is reused
+                start += cut
+        if start:
+            self._buffer[: self._filled - start] = self._buffer[start : self._filled]
+            self._filled -= start
+
+    def _emit(self, chunk: memoryview) -> None:
+        hasher = new_hasher(self._algorithm)
+        hasher.update(chunk)
+        digest = hasher.hexdigest()
+        self._chunks.append(Chunk(digest, len(chunk)))
+        self._sink.add(chunk, digest)
+
+    def tell(self) -> int:
+        return self._size
+
+    def discard(self) -> None:
+        """Drop everything written so far; nothing is published."""
+        if self._open:
+            self._open = False
+            self._buffer, self._filled = bytearray(), 0
+            self._sink.abort()
+        super().close()
+
+    def close(self) -> None:
+        if not self._open:
+            super().close()
+            return
+        self._open = False
+        try:
+            if self._failed is not None:
+                raise OSError(
+                    f"an earlier write to {self.path} failed, so nothing was published"
+                ) from self._failed
+            if not self._chunks and self._size <= self._inline_threshold:
+                inline = bytes(self._buffer[: self._filled])
+                self._sink.commit(self._size, self._whole.hexdigest(), [], inline)
+            else:
+                self._drain(final=True)
+                self._sink.commit(self._size, self._whole.hexdigest(), self._chunks, None)
+        except BaseException:
+            self._sink.abort()
+            raise
+        finally:
+            self._buffer, self._filled = bytearray(), 0
+            super().close()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.discard()
+        else:
+            self.close()
+
+    def __del__(self) -> None:
+        # Never publish from the garbage collector: a file dropped without close() was not finished.
+        if getattr(self, "_open", False):
+            self.discard()
+
+
+class TextWriteFile(io.TextIOWrapper):
+    """Text-mode writer whose ``with`` block publishes nothing when left by an exception.
+
+    ``io.TextIOWrapper.__exit__`` would close, and so publish, the partial content.
+    """
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None and isinstance(self.buffer, WriteFile):
+            self.buffer.discard()
+        else:
+            self.close()
