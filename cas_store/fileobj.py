@@ -74,6 +74,11 @@ class SeekableReader(io.BufferedIOBase):
         """Fill ``view`` from the current position; return the bytes read (0 at the end)."""
         raise NotImplementedError
 
+    def _read_direct(self, n: int) -> bytes | None:
+        """``n`` bytes from the current position in one underlying read, if one can give
+        them (the file's own ``read`` allocates without zeroing); else None."""
+        return None
+
     def _fill(self, view: memoryview) -> int:
         """Fill ``view`` as far as the content goes; return the bytes read."""
         got = 0
@@ -95,6 +100,9 @@ class SeekableReader(io.BufferedIOBase):
         n = remaining if size is None or size < 0 else min(size, remaining)
         if n == 0:
             return b""
+        direct = self._read_direct(n)
+        if direct is not None:
+            return direct
         # One buffer, filled in place, handed out without a copy: BytesIO.getvalue() returns
         # its own bytes object when nothing else holds a view of it (CPython).
         out = io.BytesIO()
@@ -143,9 +151,28 @@ class ReadFile(SeekableReader):
 
     def _read_into(self, view: memoryview) -> int:
         self._handle.seek(self._pos)
-        n = self._handle.readinto(view)  # type: ignore[attr-defined]
+        n = int(self._handle.readinto(view))  # type: ignore[attr-defined]
+        self._handed_out(view[:n])
+        return n
+
+    def _read_direct(self, n: int) -> bytes | None:
+        self._handle.seek(self._pos)
+        if isinstance(self._handle, SeekableReader):
+            data = self._handle._read_direct(n)
+            if data is None:
+                return None
+        else:
+            data = self._handle.read(n)  # one cached file: as a local read
+            if len(data) < n:
+                raise IntegrityError(f"the cached copy of {self.path} is shorter than its entry says")
+        self._handed_out(data)
+        return data
+
+    def _handed_out(self, data: bytes | memoryview) -> None:
+        """Account for ``data``, just read at the position: hash it, check at the end."""
+        n = len(data)
         if self._hasher is not None and self._pos == self._hashed and n:
-            self._hasher.update(view[:n])
+            self._hasher.update(data)
             self._hashed += n
         self._pos += n
         if self._pos >= self.size and not self._check():
@@ -156,7 +183,6 @@ class ReadFile(SeekableReader):
                     "been discarded: open the file again to read it from S3"
                 )
             raise _Refetch
-        return int(n)
 
     def _check(self) -> bool:
         """True if the content was fully hashed and matches (or was not fully hashed yet)."""

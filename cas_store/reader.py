@@ -181,19 +181,37 @@ class ChunkedReader(SeekableReader):
             self._open = (index, open_chunk(self._store, self._entry.algorithm, chunk))
         return self._open[1]
 
+    def _locate(self) -> tuple[int, int, int]:
+        """(chunk index, offset in it, bytes left in it) of the current position."""
+        index = bisect.bisect_right(self._starts, self._pos) - 1
+        within = self._pos - self._starts[index]
+        return index, within, self._entry.chunks[index].size - within
+
     def _read_into(self, view: memoryview) -> int:
         if self._pos >= self.size or not view:
             return 0
-        index = bisect.bisect_right(self._starts, self._pos) - 1
-        within = self._pos - self._starts[index]
-        want = min(len(view), self._entry.chunks[index].size - within)
+        index, within, left = self._locate()
         handle = self._handle(index)
         handle.seek(within)
-        n = int(handle.readinto(view[:want]))  # type: ignore[attr-defined]
+        n = int(handle.readinto(view[: min(len(view), left)]))  # type: ignore[attr-defined]
         if not n:
             raise IntegrityError(f"chunk {index} of {self.path} is shorter than its entry says")
         self._pos += n
         return n
+
+    def _read_direct(self, n: int) -> bytes | None:
+        if self._pos >= self.size:
+            return b""
+        index, within, left = self._locate()
+        if n > left:
+            return None  # spans chunks: one buffer, filled from each
+        handle = self._handle(index)
+        handle.seek(within)
+        data = handle.read(n)
+        if len(data) < n:
+            raise IntegrityError(f"chunk {index} of {self.path} is shorter than its entry says")
+        self._pos += n
+        return data
 
     def close(self) -> None:
         if self._open is not None:
