@@ -13,12 +13,16 @@ __version__ = "0.1.0"
 
 from cas_store.config import StoreConfig
 from cas_store.errors import (
+    BlobCorruptError,
+    BlobMissingError,
     BucketNotFoundError,
+    CacheError,
     CASStoreError,
     CredentialsError,
     IncompatibleStoreError,
     IntegrityError,
     InvalidPathError,
+    S3Error,
     StoreOfflineError,
 )
 
@@ -35,13 +39,17 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BlobCorruptError",
+    "BlobMissingError",
     "BucketNotFoundError",
     "CASFileSystem",
     "CASStoreError",
+    "CacheError",
     "CredentialsError",
     "IncompatibleStoreError",
     "IntegrityError",
     "InvalidPathError",
+    "S3Error",
     "StoreConfig",
     "StoreOfflineError",
     "__version__",
