@@ -14,7 +14,7 @@ from collections.abc import Callable
 from cas_store.backend.base import ObjectStore, gather_limited
 from cas_store.cache import LocalCache
 from cas_store.config import StoreConfig
-from cas_store.errors import InvalidPathError, StoreOfflineError
+from cas_store.errors import StoreOfflineError
 from cas_store.layout import MARKER_NAME, Root, split_path
 from cas_store.store import Store
 
@@ -52,44 +52,46 @@ class StoreLocator:
             return self.store(self.root), self.root.relative(path)
         segments = split_path(path)
         if not segments:
-            raise InvalidPathError(f"{path!r} names no bucket; use s3cas://<bucket>/<path>")
+            # As s3fs: a path without a bucket names nothing that could exist.
+            raise FileNotFoundError(f"{path!r} names no bucket; use s3cas://<bucket>/<path>")
         root = self._discover(segments)
         return self.store(root), root.relative(path)
 
     def _discover(self, segments: list[str]) -> Root:
-        # Every ancestor of the path may be a root, the path itself too (a directory).
-        parents = tuple(segments)
+        """The root of the path ``segments``: the deepest ancestor (or the path itself,
+        a directory) holding a marker. Each directory's answer is remembered, so another
+        path in a known directory costs one HEAD at most (is that path itself a root?)."""
+        path = tuple(segments)
+        bucket, prefixes = segments[0], ["/".join(segments[1:i]) for i in range(1, len(segments) + 1)]
         with self._lock:
-            known = self._found.get(parents) or self._found.get(parents[:-1])
-        if known is not None:
-            return known
-        bucket = segments[0]
-        candidates = ["/".join(segments[1:i]) for i in range(1, len(segments) + 1)]
-        endpoint = self._bucket(bucket).endpoint
-        remembered = set(self.cache.mirror.marker_roots(f"{endpoint}|{bucket}"))
-        found = next((c for c in reversed(candidates) if Root(bucket, c).path in remembered), None)
-        if found is None:
-            found = self._probe(bucket, candidates)
-        root = Root(bucket, found)
-        # The answer holds for the path's whole directory, unless the path itself is the root.
-        key = parents if found == candidates[-1] or len(parents) == 1 else parents[:-1]
+            exact = self._found.get(path)
+            parent = self._found.get(path[:-1]) if len(path) > 1 else None
+        if exact is not None:
+            return exact
+        remembered = set(self.cache.mirror.marker_roots(f"{self._bucket(bucket).endpoint}|{bucket}"))
+        unknown = prefixes[-1:] if parent is not None else prefixes
+        marked = {p for p in unknown if Root(bucket, p).path in remembered} or self._probe(bucket, unknown)
+        if parent is None:
+            parent = Root(bucket, max((p for p in marked if p != prefixes[-1]), key=len, default=""))
+        root = Root(bucket, prefixes[-1]) if prefixes[-1] in marked else parent
         with self._lock:
             if len(self._found) > _MAX_REMEMBERED:
                 self._found.clear()
-            self._found[key] = root
+            self._found[path] = root
+            if len(path) > 1:
+                self._found[path[:-1]] = parent
         return root
 
-    def _probe(self, bucket: str, candidates: list[str]) -> str:
-        """The deepest candidate prefix holding a marker ('' if none: the bucket root)."""
+    def _probe(self, bucket: str, prefixes: list[str]) -> set[str]:
+        """Those of ``prefixes`` that hold a marker (concurrent HEADs). Offline: none, so the
+        bucket-root store answers from the mirror, or raises the offline error."""
         objects = self._bucket(bucket)
-        keys = [f"{c}/{MARKER_NAME}" if c else MARKER_NAME for c in candidates]
+        keys = [f"{p}/{MARKER_NAME}" if p else MARKER_NAME for p in prefixes]
         try:
             heads = objects.run(
-                f"finding the store of s3cas://{bucket}/{candidates[-1]}",
+                f"finding the store of s3cas://{bucket}/{prefixes[-1]}",
                 lambda: gather_limited(8, [objects.head(k) for k in keys]),
             )
         except StoreOfflineError:
-            return ""  # the bucket-root store answers from the mirror, or raises the offline error
-        return next(
-            (c for c, h in zip(reversed(candidates), reversed(heads), strict=True) if h is not None), ""
-        )
+            return set()
+        return {p for p, head in zip(prefixes, heads, strict=True) if head is not None}

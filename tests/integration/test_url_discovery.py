@@ -6,8 +6,9 @@ import uuid
 from typing import Any
 
 import pandas as pd
+import pytest
 
-from cas_store import CASFileSystem
+from cas_store import CASFileSystem, IncompatibleStoreError
 from tests.integration.conftest import FSFactory
 from tests.support.clients import S3Endpoint, make_bucket
 from tests.support.moto import MotoServer
@@ -51,6 +52,12 @@ def test_discovery_costs_requests_once(moto: MotoServer, tmp_path: Any) -> None:
     assert len(probes) == 5
     with moto.record() as log:
         assert reader.cat(f"s3cas://{bucket}/a/b/d/two.txt") == b"two"
+    # The directory's answer is remembered; only the new path itself might still be a root.
+    assert [r.path for r in log if r.path.endswith("cas-store.json")] == [
+        f"/{bucket}/a/b/d/two.txt/cas-store.json"
+    ]
+    with moto.record() as log:
+        assert reader.cat(f"s3cas://{bucket}/a/b/d/two.txt") == b"two"
     assert not [r for r in log if r.path.endswith("cas-store.json")]
     # Another process with the same cache: the mirror remembers the root.
     again = CASFileSystem(**_reader_options(moto, tmp_path))
@@ -64,3 +71,17 @@ def test_a_url_under_no_store_is_the_bucket_root_store(make_fs: FSFactory, bucke
     fs.pipe(f"s3cas://{bucket}/x/y.txt", b"data")
     assert fs.cat(f"s3cas://{bucket}/x/y.txt") == b"data"
     assert fs.store(f"{bucket}/x/y.txt").root.prefix == ""
+
+
+def test_a_root_beside_a_path_already_located(
+    make_fs: FSFactory, bucket: str, server: S3Endpoint, tmp_path: Any
+) -> None:
+    """Knowing that ``a/`` holds no marker must not hide a store rooted at ``a/store``."""
+    writer = make_fs(root=f"s3cas://{bucket}/a/store")
+    writer.pipe(f"s3cas://{bucket}/a/store/x.txt", b"x")
+    reader = CASFileSystem(**_reader_options(server, tmp_path))
+    # A path in no store: the bucket root holds other objects but no marker, and says so.
+    with pytest.raises(IncompatibleStoreError, match="a/store/cas-store.json"):
+        reader.info(f"s3cas://{bucket}/a/elsewhere.txt")
+    assert reader.ls(f"s3cas://{bucket}/a/store", detail=False) == [f"{bucket}/a/store/x.txt"]
+    assert reader.store(f"{bucket}/a/store").root.prefix == "a/store"
