@@ -71,12 +71,13 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def unstrip_protocol(self, name: str) -> str:
         return f"{PROTOCOL}://{self._strip_protocol(name)}"
 
-    def _locate(self, path: Any) -> tuple[Store, str]:
+    def locate(self, path: Any) -> tuple[Store, str]:
+        """The :class:`Store` ``path`` belongs to, and the path relative to its root."""
         return self.stores.locate(self._strip_protocol(path))
 
     def store(self, path: str = "") -> Store:
         """The :class:`Store` a path belongs to (the configured root by default)."""
-        return self._locate(path or (self.root.path if self.root else path))[0]
+        return self.locate(path or (self.root.path if self.root else path))[0]
 
     # -- metadata ----------------------------------------------------------------------
 
@@ -98,7 +99,7 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
         return {"name": store.root.logical_path(rel), "size": 0, "type": "directory"}
 
     def info(self, path: Any, **kwargs: Any) -> dict[str, Any]:
-        store, rel = self._locate(path)
+        store, rel = self.locate(path)
         record = store.stat(rel)
         return self._dir_info(store, rel) if record is None else self._file_info(store, record)
 
@@ -131,7 +132,7 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
     created = modified  # S3 keeps one time per object
 
     def ls(self, path: Any, detail: bool = True, **kwargs: Any) -> list[Any]:
-        store, rel = self._locate(path)
+        store, rel = self.locate(path)
         if detail:
             listing = store.list_dir(rel)
             out = [self._file_info(store, r) for r in listing.files]
@@ -155,7 +156,7 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
     ) -> Any:
         if maxdepth is not None and maxdepth < 1:
             raise ValueError("maxdepth must be at least 1")
-        store, rel = self._locate(path)
+        store, rel = self.locate(path)
         base_depth = len(rel.split("/")) if rel else 0
 
         def within(item_rel: str) -> bool:
@@ -194,7 +195,7 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
         cache_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> io.BufferedIOBase:
-        store, rel = self._locate(path)
+        store, rel = self.locate(path)
         display = f"{store.root.uri}/{rel}"
         if mode == "rb":
             if not rel:
@@ -240,8 +241,8 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
         A directory copies as nothing (directories are implied by their files), as fsspec's
         recursive ``copy`` and ``mv`` expect: they pass each directory here too.
         """
-        src_store, src_rel = self._locate(path1)
-        dst_store, dst_rel = self._locate(path2)
+        src_store, src_rel = self.locate(path1)
+        dst_store, dst_rel = self.locate(path2)
         if dst_store is src_store:
             try:
                 src_store.copy(src_rel, dst_rel)
@@ -259,7 +260,7 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 dst.write(block)
 
     def rm_file(self, path: Any) -> None:
-        store, rel = self._locate(path)
+        store, rel = self.locate(path)
         store.remove([rel])
 
     def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
@@ -267,7 +268,7 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
         paths = path if isinstance(path, list) else [path]
         by_store: dict[Store, list[str]] = {}
         for p in paths:
-            store, rel = self._locate(p)
+            store, rel = self.locate(p)
             if recursive:
                 found = self.find(p, maxdepth=maxdepth)
                 if not found:
@@ -292,7 +293,7 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
         Checks the path, and that the store's bucket is reachable and compatible.
         """
-        self._locate(path)[0].stat("")
+        self.locate(path)[0].stat("")
 
     def makedirs(self, path: Any, exist_ok: bool = False) -> None:
         self.mkdir(path)
