@@ -23,6 +23,7 @@ from cas_store.errors import (
     IntegrityError,
     InvalidPathError,
     S3Error,
+    StoreNotFoundError,
     StoreOfflineError,
 )
 
@@ -51,6 +52,7 @@ __all__ = [
     "InvalidPathError",
     "S3Error",
     "StoreConfig",
+    "StoreNotFoundError",
     "StoreOfflineError",
     "__version__",
 ]

@@ -55,6 +55,12 @@ _FAULTS = (OSError, sqlite3.Error, diskcache.Timeout)
 _Identity = tuple[int, int] | None
 
 
+#: Pruning a cache whose policy is "none" (diskcache then never evicts) removes the least
+#: recently stored blobs first; blobs are looked up this many per query, then evicted singly.
+_PRUNE_ORDER = "least-recently-stored"
+_PRUNE_BATCH = 100
+
+
 class _Adopt:
     """A value for :class:`AdoptingDisk`: move this file into the cache instead of copying it."""
 
@@ -725,6 +731,45 @@ class LocalCache:
     def discard(self, algorithm: str, digest: str) -> None:
         key = blob_cache_key(algorithm, digest)
         self._call("discard a blob", lambda blobs: blobs.delete(key), write=True)
+
+    # -- managing the blob cache as a whole (cas-store cache ...) --------------------------
+
+    def stats(self) -> tuple[int, int, int]:
+        """(blobs cached, bytes of their files, bytes diskcache bounds: files plus database)."""
+        return self._call(
+            "be read", lambda blobs: (len(blobs), int(blobs.reset("size")), int(blobs.volume()))
+        )
+
+    def prune(self, to: int) -> tuple[int, int, int]:
+        """Evict blobs, in the eviction policy's order (least recently stored first for the
+        policy "none"), until diskcache's measure of the size is at most ``to`` bytes, and no
+        more than needed (diskcache's ``cull`` removes ten per step). (removed, before, after)."""
+        if to < 0:
+            raise ValueError(f"cannot prune the cache to a negative size ({to})")
+
+        def prune(blobs: Any) -> tuple[int, int, int]:
+            before = int(blobs.volume())
+            policies = diskcache.core.EVICTION_POLICY
+            order = policies.get(blobs.eviction_policy, {}).get("cull") or policies[_PRUNE_ORDER]["cull"]
+            query = order.format(fields="key", now=time.time())
+            removed = 0
+            database = os.path.join(blobs.directory, diskcache.core.DBNAME)
+            with contextlib.closing(sqlite3.connect(database, timeout=self._TIMEOUT)) as conn:
+                while blobs.volume() > to:
+                    keys = [row[0] for row in conn.execute(query, (_PRUNE_BATCH,)).fetchall()]
+                    if not keys:
+                        break
+                    for key in keys:
+                        if blobs.volume() <= to:
+                            break
+                        removed += bool(blobs.delete(key, retry=True))
+            return removed, before, int(blobs.volume())
+
+        return self._call("be pruned", prune, write=True)
+
+    def clear(self) -> int:
+        """Remove every cached blob (the mirror stays); returns how many."""
+        return self._call("be cleared", lambda blobs: int(blobs.clear(retry=True)), write=True)
 
     def close(self) -> None:
         """Close this thread's database handles; they reopen on the next use."""

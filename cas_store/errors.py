@@ -40,6 +40,13 @@ class IncompatibleStoreError(CASStoreError):
     but foreign objects, or a store whose settings contradict the configuration."""
 
 
+class StoreNotFoundError(CASStoreError, FileNotFoundError):
+    """No store at the root: no format marker (a store is created by its first write).
+
+    Raised by operations that inspect a whole store (``cas-store stats``, ``verify``).
+    """
+
+
 class BucketNotFoundError(CASStoreError, FileNotFoundError):
     """The bucket named by the store root does not exist."""
 

@@ -150,7 +150,8 @@ def _download_verified(store: Store, algorithm: str, chunk: Chunk, fd: int) -> N
         digest, size = hash_file(algorithm, raw)
     if digest != chunk.digest or size != chunk.size:
         raise BlobCorruptError(
-            f"blob {where} is corrupt in S3 (got {size} bytes hashing to {digest}); write the file again",
+            f"blob {where} is corrupt in S3 (got {size} bytes hashing to {digest}): delete that object, "
+            "then write the file again (a write re-uploads a blob only when it is missing)",
             digest=chunk.digest,
             key=key,
         )

@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import datetime as dt
 import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -120,7 +121,12 @@ def _refused(exc: BaseException) -> bool:
 
 
 def safe_endpoint(config: StoreConfig) -> str:
-    url = config.client_kwargs.get("endpoint_url")
+    """The endpoint botocore will use, for messages and store ids (never with credentials)."""
+    url = (
+        config.client_kwargs.get("endpoint_url")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
     if not url:
         return "AWS S3"
     parts = urlsplit(str(url))

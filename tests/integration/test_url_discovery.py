@@ -81,7 +81,7 @@ def test_a_root_beside_a_path_already_located(
     writer.pipe(f"s3cas://{bucket}/a/store/x.txt", b"x")
     reader = CASFileSystem(**_reader_options(server, tmp_path))
     # A path in no store: the bucket root holds other objects but no marker, and says so.
-    with pytest.raises(IncompatibleStoreError, match="a/store/cas-store.json"):
+    with pytest.raises(IncompatibleStoreError, match=r"a/store/cas-store\.json"):
         reader.info(f"s3cas://{bucket}/a/elsewhere.txt")
     assert reader.ls(f"s3cas://{bucket}/a/store", detail=False) == [f"{bucket}/a/store/x.txt"]
     assert reader.store(f"{bucket}/a/store").root.prefix == "a/store"

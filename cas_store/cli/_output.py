@@ -1,0 +1,137 @@
+"""Sizes in and out, JSON, progress bars: the CLI's presentation, apart from its commands."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import re
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from cas_store.maintenance import Progress
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 2**10,
+    "ki": 2**10,
+    "kib": 2**10,
+    "kb": 10**3,
+    "m": 2**20,
+    "mi": 2**20,
+    "mib": 2**20,
+    "mb": 10**6,
+    "g": 2**30,
+    "gi": 2**30,
+    "gib": 2**30,
+    "gb": 10**9,
+    "t": 2**40,
+    "ti": 2**40,
+    "tib": 2**40,
+    "tb": 10**12,
+}
+#: Progress phases counted in bytes (the others count items).
+_BYTE_PHASES = {"downloading blobs"}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """Bytes of ``10GiB``, ``500M``, ``1.5 G``, ``2GB``, ``4096``: ``K``/``M``/``G``/``T``
+    alone or with ``i``/``iB`` are powers of 1024, with ``B`` (``KB``, ``MB``...) of 1000."""
+    match = _SIZE.match(text)
+    unit = _UNITS.get(match.group(2).lower()) if match else None
+    if match is None or unit is None:
+        raise ValueError(f"{text!r} is not a size; write e.g. 10GiB, 500M, 2GB or 4096 (bytes)")
+    return int(float(match.group(1)) * unit)
+
+
+if TYPE_CHECKING:
+    _IntParam = click.ParamType[int]
+else:  # generic at run time only in newer clicks
+    _IntParam = click.ParamType
+
+
+class SizeType(_IntParam):
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def format_size(n: int) -> str:
+    """``512 B``, ``1.5 KiB``, ``3.0 MiB``: binary units, one decimal."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        value /= 1024
+        if value < 1024 or unit == "PiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def with_bytes(n: int) -> str:
+    """``3.0 MiB (3,145,728 bytes)``."""
+    return f"{format_size(n)} ({n:,} bytes)" if n >= 1024 else format_size(n)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def emit_json(doc: dict[str, Any]) -> None:
+    """The one JSON object a command prints on stdout with ``--json``."""
+    click.echo(json.dumps(doc, indent=2, default=_default))
+
+
+def table(rows: list[tuple[str, str]]) -> None:
+    """Aligned ``label  value`` lines on stdout."""
+    width = max((len(label) for label, _ in rows), default=0)
+    for label, value in rows:
+        click.echo(f"{label.ljust(width)}  {value}")
+
+
+@contextlib.contextmanager
+def progress_bars(enabled: bool) -> Iterator[Progress | None]:
+    """A :data:`~cas_store.maintenance.Progress` drawing rich bars on stderr, if ``enabled``
+    and stderr is a terminal; else None (no output at all)."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bars
+
+    bars = Bars(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[amount]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    tasks: dict[str, Any] = {}
+
+    def update(phase: str, done: int, total: int | None) -> None:
+        shown = format_size if phase in _BYTE_PHASES else (lambda n: f"{n:,}")
+        amount = shown(done) if total is None else f"{shown(done)} / {shown(total)}"
+        if phase not in tasks:
+            tasks[phase] = bars.add_task(phase, total=total, amount=amount)
+        bars.update(tasks[phase], completed=done, total=total, amount=amount)
+
+    with bars:
+        yield update

@@ -1,0 +1,178 @@
+"""How much a store holds, and how much of it is shared, unreferenced or cached.
+
+:func:`usage` reads every entry (from the local mirror where a listing's ETag says it is
+current, else from the bucket) and lists ``blobs/`` once; :func:`usage_of` reads the
+entries below one path only and asks the local cache about their chunks (no blob
+listing, so it also answers offline from the mirror).
+
+Memory: a set of the blob keys the entries name (one string per distinct chunk) and the
+list of entry paths a listing returns; entries themselves are processed a batch at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cas_store.errors import CASStoreError
+from cas_store.maintenance._common import (
+    Progress,
+    iter_blob_objects,
+    iter_records,
+    require_store,
+)
+from cas_store.store import Store
+
+
+@dataclass
+class Usage:
+    """What one store holds. Sizes are in bytes.
+
+    ``stored_bytes`` is what the bucket holds for content: every object under ``blobs/``
+    (referenced or not) plus the inline content of entries (each inline entry counts its
+    own copy: inline files are not deduplicated). It leaves out the manifest entries' own
+    JSON and the marker.
+    """
+
+    root: str
+    #: Files (manifest entries) and the sum of their sizes.
+    entries: int = 0
+    logical_bytes: int = 0
+    #: Files small enough to live inside their entry, and their bytes.
+    inline_entries: int = 0
+    inline_bytes: int = 0
+    #: Objects under ``blobs/`` and the sum of their sizes.
+    blobs: int = 0
+    blob_bytes: int = 0
+    #: Blobs named by some entry (each counted once however many entries name it).
+    referenced_blobs: int = 0
+    referenced_bytes: int = 0
+    #: Blobs no entry names: left by removals, overwrites and failed writes (B5); what a
+    #: collector could reclaim.
+    unreferenced_blobs: int = 0
+    unreferenced_bytes: int = 0
+    #: Distinct blobs that entries name but that are not in the bucket (run ``verify``).
+    missing_blobs: int = 0
+    #: Entries that could not be decoded (path -> message); not counted above.
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def stored_bytes(self) -> int:
+        return self.blob_bytes + self.inline_bytes
+
+    @property
+    def dedup_ratio(self) -> float:
+        """``logical_bytes / stored_bytes``: 2.0 means each stored byte serves two. 1.0 when
+        nothing is stored. Unreferenced blobs lower it until a collector removes them."""
+        return self.logical_bytes / self.stored_bytes if self.stored_bytes else 1.0
+
+    @property
+    def reclaimable_bytes(self) -> int:
+        """What a collector would free: the unreferenced blobs' bytes."""
+        return self.unreferenced_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc.update(
+            stored_bytes=self.stored_bytes,
+            dedup_ratio=round(self.dedup_ratio, 4),
+            reclaimable_bytes=self.reclaimable_bytes,
+        )
+        return doc
+
+
+def usage(store: Store, progress: Progress | None = None) -> Usage:
+    """Count the store's entries and blobs (one listing of each; entry GETs only for
+    entries the mirror does not hold at the listed ETag).
+
+    Raises :class:`~cas_store.maintenance.StoreNotFoundError` if the root holds no store,
+    and the store's usual errors (offline, credentials, ...): the blob listing needs S3.
+    """
+    require_store(store)
+    result = Usage(store.root.uri)
+    referenced: set[str] = set()
+
+    def unreadable(rel: str, exc: CASStoreError) -> None:
+        result.unreadable[rel] = str(exc)
+
+    listed = store.manifest.list_tree("")
+    for record in iter_records(store, listed, unreadable, progress):
+        entry = record.entry
+        result.entries += 1
+        result.logical_bytes += entry.size
+        if entry.inline is not None:
+            result.inline_entries += 1
+            result.inline_bytes += entry.size
+        for chunk in entry.chunks:
+            referenced.add(store.blobs.key(entry.algorithm, chunk.digest))
+    del listed
+    for obj in iter_blob_objects(store, progress):
+        result.blobs += 1
+        result.blob_bytes += obj.size
+        if obj.key in referenced:
+            result.referenced_blobs += 1
+            result.referenced_bytes += obj.size
+    result.unreferenced_blobs = result.blobs - result.referenced_blobs
+    result.unreferenced_bytes = result.blob_bytes - result.referenced_bytes
+    result.missing_blobs = len(referenced) - result.referenced_blobs
+    return result
+
+
+@dataclass
+class PathUsage:
+    """What the files at or below one path hold (``du``). Sizes are in bytes."""
+
+    path: str
+    files: int = 0
+    logical_bytes: int = 0
+    inline_files: int = 0
+    #: Distinct blobs the files name, and their bytes plus the files' inline bytes: what the
+    #: bucket holds for these files, each shared chunk once. Not what removing them would
+    #: free: other paths may name the same blobs.
+    chunks: int = 0
+    stored_bytes: int = 0
+    #: Of those chunks, how many (and how many bytes) the local cache holds. Inline files
+    #: live in the mirror and count as neither.
+    cached_chunks: int = 0
+    cached_bytes: int = 0
+
+    @property
+    def dedup_ratio(self) -> float:
+        return self.logical_bytes / self.stored_bytes if self.stored_bytes else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["dedup_ratio"] = round(self.dedup_ratio, 4)
+        return doc
+
+
+def usage_of(store: Store, rel: str) -> PathUsage:
+    """:class:`PathUsage` of file ``rel``, or of every file below directory ``rel`` (the
+    store root if empty).
+
+    Offline, answers from the mirror (the entries this machine has seen). Raises
+    ``FileNotFoundError`` if nothing is at or below ``rel``.
+    """
+    items = store.list_tree(rel, detail=lambda _: True)
+    if not items and rel:
+        raise FileNotFoundError(f"no such file or directory: {store.where(rel)}")
+    result = PathUsage(store.where(rel))
+    chunks: dict[tuple[str, str], int] = {}
+    for _, record in items:
+        if record is None:  # deleted between listing and reading
+            continue
+        entry = record.entry
+        result.files += 1
+        result.logical_bytes += entry.size
+        if entry.inline is not None:
+            result.inline_files += 1
+            result.stored_bytes += entry.size
+        for chunk in entry.chunks:
+            chunks[(entry.algorithm, chunk.digest)] = chunk.size
+    result.chunks = len(chunks)
+    result.stored_bytes += sum(chunks.values())
+    for (algorithm, digest), size in chunks.items():
+        if store.cache.has_blob(algorithm, digest):
+            result.cached_chunks += 1
+            result.cached_bytes += size
+    return result

@@ -1,0 +1,233 @@
+"""Check a store against its invariants: every blob an entry names is at its key (B2), with
+the right size and, with ``deep``, the right content (B1); inline content matches its digest.
+
+The check costs one listing of ``blobs/`` (not a HEAD per chunk), one listing of the
+manifest and the GETs of the entries the local mirror does not hold at their listed
+ETag. ``deep`` downloads blobs from the bucket and hashes them, ``max_concurrency`` at a
+time, without the local cache: cached copies are neither used nor added, so a verify
+never evicts what the cache holds and always looks at the bucket's bytes.
+
+A blob found missing is forgotten by the local memo of proofs (as a 404 on a read does,
+docs/design.md C2), so that writing its content again from this machine uploads it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from cas_store.errors import CASStoreError, IntegrityError, ObjectNotFoundError
+from cas_store.hashing import hash_bytes, new_hasher
+from cas_store.maintenance._common import (
+    Progress,
+    iter_blob_objects,
+    iter_records,
+    require_store,
+)
+from cas_store.manifest import Listed
+from cas_store.store import Store
+
+
+@dataclass
+class CorruptBlob:
+    """A blob at its key whose bytes are not what its key says (B1 broken)."""
+
+    digest: str
+    key: str
+    #: What was found: a wrong size (from the listing) or a wrong hash (``deep``).
+    reason: str
+    #: The paths whose content includes this blob.
+    paths: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify` found. ``ok`` when it found nothing wrong."""
+
+    root: str
+    deep: bool
+    #: Entries read, chunk references checked, distinct blobs found at their key.
+    entries: int = 0
+    chunks: int = 0
+    blobs: int = 0
+    #: Blobs downloaded and hashed (``deep``; a sample of them with ``sample``), and bytes.
+    blobs_hashed: int = 0
+    bytes_hashed: int = 0
+    #: Dangling paths: path -> digests of its chunks that are not in the bucket.
+    missing: dict[str, list[str]] = field(default_factory=dict)
+    #: digest -> the corrupt blob and the paths that use it.
+    corrupt: dict[str, CorruptBlob] = field(default_factory=dict)
+    #: Paths whose inline content does not hash to the entry's digest.
+    bad_inline: list[str] = field(default_factory=list)
+    #: Paths whose entry cannot be decoded: path -> message.
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.corrupt or self.bad_inline or self.unreadable)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "ok": self.ok,
+            "deep": self.deep,
+            "entries": self.entries,
+            "chunks": self.chunks,
+            "blobs": self.blobs,
+            "blobs_hashed": self.blobs_hashed,
+            "bytes_hashed": self.bytes_hashed,
+            "missing": self.missing,
+            "corrupt": {
+                d: {"key": c.key, "reason": c.reason, "paths": c.paths} for d, c in self.corrupt.items()
+            },
+            "bad_inline": self.bad_inline,
+            "unreadable": self.unreadable,
+        }
+
+
+class _HashingSink:
+    """Hashes a blob's bytes as one ranged GET delivers them, in order.
+
+    A retried GET delivers the same offsets again from the start of the range: bytes
+    already hashed are skipped (blobs are immutable, so they are the same bytes).
+    """
+
+    def __init__(self, algorithm: str) -> None:
+        self.hasher = new_hasher(algorithm)
+        self.size = 0
+
+    def __call__(self, offset: int, data: bytes) -> None:
+        if offset > self.size:
+            raise IntegrityError(f"a download skipped bytes {self.size} to {offset}")
+        skip = self.size - offset
+        if skip < len(data):
+            self.hasher.update(memoryview(data)[skip:])
+            self.size += len(data) - skip
+
+
+def _hash_blob(store: Store, algorithm: str, digest: str, size: int) -> tuple[str, int]:
+    """Download the blob in one ranged GET and return (its digest, its size)."""
+    sink = _HashingSink(algorithm)
+    store.blobs.download(algorithm, digest, size, max(size, 1), sink)
+    return sink.hasher.hexdigest(), sink.size
+
+
+def select_sample(candidates: list[str], percent: float, seed: int) -> list[str]:
+    """A deterministic ``percent`` of ``candidates`` (at least one if any), in sorted order:
+    the same candidates, percent and seed always select the same blobs."""
+    if not 0 < percent <= 100:
+        raise ValueError(f"sample must be a percentage in (0, 100], not {percent!r}")
+    ordered = sorted(candidates)
+    k = min(len(ordered), max(1, math.ceil(len(ordered) * percent / 100))) if ordered else 0
+    return sorted(random.Random(seed).sample(ordered, k))
+
+
+def verify(
+    store: Store,
+    deep: bool = False,
+    sample: float | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """Check every entry of the store; see the module's docstring for what and how.
+
+    ``sample`` (a percentage, with ``deep`` only) downloads that share of the distinct
+    referenced blobs, chosen by :func:`select_sample` from ``seed``. Problems go into the
+    report; the store's own errors (offline, credentials, no store at the root) raise.
+    """
+    if sample is not None and not deep:
+        raise ValueError("sample selects the blobs a deep verify downloads: give deep=True too")
+    require_store(store)
+    report = VerifyReport(store.root.uri, deep)
+    present = {obj.key: obj.size for obj in iter_blob_objects(store, progress)}
+    report_lock = threading.Lock()
+    # Blobs present with the right size: key -> (algorithm, digest, size), for ``deep``.
+    sound: dict[str, tuple[str, str, int]] = {}
+
+    def unreadable(rel: str, exc: CASStoreError) -> None:
+        report.unreadable[rel] = str(exc)
+
+    listed = store.manifest.list_tree("")
+    for record in iter_records(store, listed, unreadable, progress):
+        entry = record.entry
+        report.entries += 1
+        if entry.inline is not None and hash_bytes(entry.algorithm, entry.inline) != entry.digest:
+            report.bad_inline.append(record.rel)
+        for chunk in entry.chunks:
+            report.chunks += 1
+            key = store.blobs.key(entry.algorithm, chunk.digest)
+            found = present.get(key)
+            if found is None:
+                _add(report.missing.setdefault(record.rel, []), chunk.digest)
+                store.forget_blob(key)  # so that writing the content again uploads it
+            elif found != chunk.size:
+                bad = report.corrupt.setdefault(
+                    chunk.digest,
+                    CorruptBlob(chunk.digest, key, f"{found} bytes in the bucket, {chunk.size} expected"),
+                )
+                _add(bad.paths, record.rel)
+            else:
+                sound[key] = (entry.algorithm, chunk.digest, chunk.size)
+    report.blobs = len(sound) + len(report.corrupt)
+    del present
+    if not deep:
+        return report
+
+    keys = list(sound) if sample is None else select_sample(list(sound), sample, seed)
+    total = sum(sound[k][2] for k in keys)
+    vanished: set[str] = set()  # digests deleted between the listing and the download
+    hashed_wrong: dict[str, CorruptBlob] = {}
+
+    def check(key: str) -> None:
+        algorithm, digest, size = sound[key]
+        try:
+            got, got_size = _hash_blob(store, algorithm, digest, size)
+        except ObjectNotFoundError:
+            store.forget_blob(key)
+            with report_lock:
+                vanished.add(digest)
+            return
+        with report_lock:
+            report.blobs_hashed += 1
+            report.bytes_hashed += size
+            if got != digest or got_size != size:
+                hashed_wrong[digest] = CorruptBlob(digest, key, f"its {got_size} bytes hash to {got}")
+            if progress is not None:
+                progress("downloading blobs", report.bytes_hashed, total)
+
+    with concurrent.futures.ThreadPoolExecutor(store.config.max_concurrency) as pool:
+        futures = [pool.submit(check, k) for k in keys]
+    for future in futures:
+        future.result()  # the first failure (offline, S3 error) raises
+
+    if vanished or hashed_wrong:
+        _attach_paths(store, listed, vanished, hashed_wrong, report)
+    return report
+
+
+def _attach_paths(
+    store: Store,
+    listed: list[Listed],
+    vanished: set[str],
+    hashed_wrong: dict[str, CorruptBlob],
+    report: VerifyReport,
+) -> None:
+    """Find the paths of blobs found bad by downloading: a second pass over the entries,
+    answered by the mirror (the first pass stored them at their listed ETags)."""
+    report.corrupt.update(hashed_wrong)
+    for record in iter_records(store, listed, lambda _rel, _exc: None):
+        for chunk in record.entry.chunks:
+            if chunk.digest in vanished:
+                _add(report.missing.setdefault(record.rel, []), chunk.digest)
+            bad = hashed_wrong.get(chunk.digest)
+            if bad is not None:
+                _add(bad.paths, record.rel)
+
+
+def _add(items: list[str], item: str) -> None:
+    if item not in items:
+        items.append(item)
