@@ -68,28 +68,27 @@ def _chain(exc: BaseException, depth: int = 8) -> list[BaseException]:
     return out
 
 
-def error_code(exc: BaseException) -> str | None:
-    """The S3 error code behind an exception (s3fs keeps botocore's error as ``__cause__``)."""
+def _response(exc: BaseException) -> tuple[str | None, int | None]:
+    """(S3 error code, HTTP status) of the first botocore response behind an exception."""
     for current in _chain(exc):
         response = getattr(current, "response", None)
         if isinstance(response, dict):
             code = response.get("Error", {}).get("Code")
-            if code:
-                return str(code)
             status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status:
-                return str(status)
-    return None
+            if code or status:
+                return (str(code) if code else None), (int(status) if status else None)
+    return None, None
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The S3 error code behind an exception (s3fs keeps botocore's error as ``__cause__``),
+    else its HTTP status as a string (HEAD answers carry no code)."""
+    code, status = _response(exc)
+    return code or (str(status) if status else None)
 
 
 def http_status(exc: BaseException) -> int | None:
-    for current in _chain(exc):
-        response = getattr(current, "response", None)
-        if isinstance(response, dict):
-            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status:
-                return int(status)
-    return None
+    return _response(exc)[1]
 
 
 def is_precondition_failed(exc: BaseException) -> bool:
