@@ -196,7 +196,7 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
         **kwargs: Any,
     ) -> io.BufferedIOBase:
         store, rel = self.locate(path)
-        display = f"{store.root.uri}/{rel}"
+        display = store.where(rel)
         if mode == "rb":
             if not rel:
                 raise IsADirectoryError(f"{display} is the store root, a directory")

@@ -3,7 +3,8 @@
 It keeps the protocol's guarantees exactly (strong consistency, atomic PUTs, sorted
 listings, conditional create) and can imitate the server quirks the protocol lets an
 implementation have: ``honour_if_none_match=False`` (a server that ignores the
-condition), ``copy_supported=False``. ``offline = True`` makes every call fail as an
+condition), ``copy_supported=False`` (reported in ``capabilities``; like the s3fs backend
+falling back from a 501, copies still work). ``offline = True`` makes every call fail as an
 unreachable server does. ``clock`` (seconds since the epoch) stamps ``LastModified``.
 """
 
@@ -53,7 +54,6 @@ class MemoryObjectStore:
         self.endpoint = "memory"
         self.capabilities = Capabilities(conditional_create=honour_if_none_match, copy=copy_supported)
         self.honour_if_none_match = honour_if_none_match
-        self.copy_supported = copy_supported
         self.clock = clock
         self.offline = False
         self.objects: dict[str, tuple[bytes, ObjectInfo]] = {}
