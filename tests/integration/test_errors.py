@@ -31,15 +31,18 @@ def server(moto: MotoServer) -> MotoServer:
     return moto
 
 
-def test_missing_bucket(moto: MotoServer, tmp_path: Path) -> None:
-    fs = CASFileSystem(
-        root="s3cas://no-such-bucket-here/x",
-        key="testing",
-        secret="testing",
-        client_kwargs={"endpoint_url": moto.endpoint_url},
+def _fs(endpoint_url: str, tmp_path: Path, root: str = "s3cas://b/x", **credentials: str) -> CASFileSystem:
+    return CASFileSystem(
+        root=root,
+        client_kwargs={"endpoint_url": endpoint_url},
         cache_dir=str(tmp_path),
         skip_instance_cache=True,
+        **credentials,
     )
+
+
+def test_missing_bucket(moto: MotoServer, tmp_path: Path) -> None:
+    fs = _fs(moto.endpoint_url, tmp_path, "s3cas://no-such-bucket-here/x", key="testing", secret="testing")
     with pytest.raises(BucketNotFoundError, match=r"bucket 'no-such-bucket-here' does not exist.*create it"):
         fs.pipe("s3cas://no-such-bucket-here/x/f", b"1")
     with pytest.raises(BucketNotFoundError, match="'no-such-bucket-here'"):
@@ -47,27 +50,14 @@ def test_missing_bucket(moto: MotoServer, tmp_path: Path) -> None:
 
 
 def test_unknown_profile_is_a_credentials_error(moto: MotoServer, tmp_path: Path) -> None:
-    fs = CASFileSystem(
-        root="s3cas://b/x",
-        profile="nope",
-        client_kwargs={"endpoint_url": moto.endpoint_url},
-        cache_dir=str(tmp_path),
-        skip_instance_cache=True,
-    )
+    fs = _fs(moto.endpoint_url, tmp_path, profile="nope")
     with pytest.raises(CredentialsError, match=r"profile 'nope' is not defined.*aws configure"):
         fs.ls("s3cas://b/x")
 
 
 def test_closed_port_says_to_check_the_endpoint(tmp_path: Path) -> None:
     port = free_ports(1)[0]  # nothing listens there
-    fs = CASFileSystem(
-        root="s3cas://b/x",
-        key="k",
-        secret="s",
-        client_kwargs={"endpoint_url": f"http://127.0.0.1:{port}"},
-        cache_dir=str(tmp_path),
-        skip_instance_cache=True,
-    )
+    fs = _fs(f"http://127.0.0.1:{port}", tmp_path, key="k", secret="s")
     with pytest.raises(StoreOfflineError, match=r"refused the connection.*check endpoint_url"):
         fs.ls("s3cas://b/x")
 
