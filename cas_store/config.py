@@ -10,6 +10,7 @@ from typing import Any
 
 from cas_store.format import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from cas_store.hashing import check_algorithm
+from cas_store.safety import DEFAULT_GC_GRACE, check_grace
 
 KiB = 2**10
 MiB = 2**20
@@ -75,8 +76,13 @@ class StoreConfig:
     # bit rot that keeps size and mtime). Costs about a quarter of a warm read's time; content
     # is always verified when it enters the cache, and modified cache files are always caught.
     verify_reads: bool = True
-    # How long "this blob is in the bucket" is trusted without asking again.
+    # How long "this blob is in the bucket" is trusted without asking again (on a version 2
+    # store also at most the marker's validity V, docs/gc.md rule W2).
     blob_memo_ttl: float = 3600.0
+    # For a new store: the garbage-collection grace period in seconds, from which every
+    # duration of the collection protocol derives (docs/gc.md section 2). Recorded in the
+    # marker when the store is created; for an existing store the marker's value is used.
+    gc_grace: float = DEFAULT_GC_GRACE
 
     def __post_init__(self) -> None:
         if self.hash_algorithm is not None:
@@ -90,6 +96,7 @@ class StoreConfig:
             raise ValueError("chunk_size must be between 1 MiB and 5 GiB (S3's largest single PUT)")
         if self.inline_threshold < 0 or self.inline_threshold > 1 * MiB:
             raise ValueError("inline_threshold must be between 0 and 1 MiB")
+        check_grace(self.gc_grace)
         if self.entry_ttl < 0:
             raise ValueError("entry_ttl must be >= 0 seconds")
         for name in ("cache_size", "max_concurrency", "max_attempts"):

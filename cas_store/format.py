@@ -1,4 +1,4 @@
-"""Bucket format v1: the format marker and manifest entries, as bytes.
+"""Bucket format (versions 1 and 2): the format marker and manifest entries, as bytes.
 
 Pure encoding/decoding and validation, no I/O. ``docs/format.md`` is the normative
 description of these documents; a change here that is not reflected there is a bug.
@@ -7,33 +7,71 @@ description of these documents; a change here that is not reflected there is a b
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import re
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
 from cas_store.chunking import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, ChunkerSpec
 from cas_store.errors import IncompatibleStoreError, IntegrityError
 from cas_store.hashing import check_algorithm, is_valid_digest
+from cas_store.safety import GCDurations
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "MAX_CHUNK_SIZE", "MIN_CHUNK_SIZE", "Chunk", "Entry", "Marker"]
 
 FORMAT_NAME = "cas_store"
-FORMAT_VERSION = 1
+#: The version new stores are created with.
+FORMAT_VERSION = 2
+#: Versions this cas_store reads and writes. Version 1 stores have no collector, so their
+#: writers need no rule W; ``cas-store upgrade`` converts them.
+SUPPORTED_VERSIONS = (1, 2)
 ENTRY_VERSION = 1
 
 
 @dataclass(frozen=True)
 class Marker:
-    """The store's format marker (``<root>/cas-store.json``)."""
+    """The store's format marker (``<root>/cas-store.json``).
+
+    Version 1: ``hash_algorithm`` and ``chunk_size``. Version 2 adds ``store_id``, the
+    ``chunker`` spec (which replaces ``chunk_size``) and the ``gc`` durations, and
+    ``upgraded_at`` (the writer's clock) when it was converted from version 1.
+    """
 
     version: int
     hash_algorithm: str
-    chunk_size: int | None = None  # None in markers that predate the field
+    chunk_size: int | None = None  # version 1 only; None in markers that predate the field
     created_by: str = ""
+    store_id: str | None = None
+    chunker: ChunkerSpec | None = None
+    gc: GCDurations | None = None
+    upgraded_at: float | None = None
+
+    @classmethod
+    def new(cls, hash_algorithm: str, chunker: ChunkerSpec, gc_grace: float, created_by: str) -> Marker:
+        """The marker of a new version 2 store, with a fresh random ``store_id``."""
+        return cls(
+            2,
+            hash_algorithm,
+            created_by=created_by,
+            store_id=secrets.token_hex(16),
+            chunker=chunker,
+            gc=GCDurations.from_grace(gc_grace),
+        )
+
+    def upgraded(self, gc_grace: float, created_by: str, now: float) -> Marker:
+        """This version 1 marker as version 2: same hash and chunker, a new ``store_id``."""
+        if self.version != 1:
+            raise ValueError(f"only a version 1 marker is upgraded, not version {self.version}")
+        new = Marker.new(self.hash_algorithm, self.chunker_spec, gc_grace, created_by)
+        return dataclasses.replace(new, upgraded_at=now)
 
     @property
     def chunker_spec(self) -> ChunkerSpec:
-        """Version 1 stores cut at fixed offsets: ``chunk_size``, 8 MiB if the marker predates it."""
+        """How writers cut: version 1 stores at fixed offsets (``chunk_size``, 8 MiB if absent)."""
+        if self.chunker is not None:
+            return self.chunker
         return ChunkerSpec("fixed", {"size": self.chunk_size or DEFAULT_CHUNK_SIZE})
 
     def encode(self) -> bytes:
@@ -45,6 +83,14 @@ class Marker:
         }
         if self.chunk_size is not None:
             doc["chunk_size"] = self.chunk_size
+        if self.store_id is not None:
+            doc["store_id"] = self.store_id
+        if self.chunker is not None:
+            doc["chunker"] = {"name": self.chunker.name, "params": dict(self.chunker.params)}
+        if self.gc is not None:
+            doc["gc"] = self.gc.to_dict()
+        if self.upgraded_at is not None:
+            doc["upgraded_at"] = self.upgraded_at
         return json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
 
     @classmethod
@@ -60,24 +106,65 @@ class Marker:
                 f"{where} is not a valid cas_store format marker ({exc}); "
                 "this prefix is not a cas_store store: point the root at another prefix"
             ) from exc
-        if version != FORMAT_VERSION:
+        if version not in SUPPORTED_VERSIONS or type(version) is not int:
             raise IncompatibleStoreError(
                 f"the store at {where} uses bucket format version {version}, and this cas_store "
-                f"reads version {FORMAT_VERSION} only; upgrade cas_store or use another root"
+                f"reads versions {', '.join(map(str, SUPPORTED_VERSIONS))}: upgrade cas_store or use "
+                "another root"
             )
         try:
             check_algorithm(algorithm)
         except ValueError as exc:
             raise IncompatibleStoreError(f"the store at {where}: {exc}") from exc
-        chunk_size = doc.get("chunk_size")
-        if chunk_size is not None and (
-            type(chunk_size) is not int or not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE
-        ):
-            raise IncompatibleStoreError(
-                f"the store at {where} declares chunk_size {chunk_size!r}; cas_store writes chunks of "
-                f"{MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE} bytes: use another root"
-            )
-        return cls(version, algorithm, chunk_size, str(doc.get("created_by", "")))
+        created_by = str(doc.get("created_by", ""))
+        if version == 1:
+            chunk_size = doc.get("chunk_size")
+            if chunk_size is not None and (
+                type(chunk_size) is not int or not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE
+            ):
+                raise IncompatibleStoreError(
+                    f"the store at {where} declares chunk_size {chunk_size!r}; cas_store writes chunks "
+                    f"of {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE} bytes: use another root"
+                )
+            return cls(version, algorithm, chunk_size, created_by)
+        return cls(
+            version,
+            algorithm,
+            created_by=created_by,
+            store_id=_store_id(doc.get("store_id"), where),
+            chunker=_chunker(doc.get("chunker"), where),
+            gc=GCDurations.from_dict(doc.get("gc"), where),
+            upgraded_at=_optional_time(doc.get("upgraded_at"), where),
+        )
+
+
+def _store_id(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{32}", value):
+        raise IncompatibleStoreError(
+            f"the store at {where} has no valid store_id in its marker ({value!r}): restore the marker"
+        )
+    return value
+
+
+def _chunker(value: Any, where: str) -> ChunkerSpec:
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise IncompatibleStoreError(
+            f"the store at {where} has no valid chunker in its marker ({value!r}): restore the marker"
+        )
+    params = value.get("params", {})
+    if not isinstance(params, dict):
+        raise IncompatibleStoreError(f"the store at {where} has malformed chunker params ({params!r})")
+    spec = ChunkerSpec(value["name"], params)
+    spec.build()  # an unknown or misconfigured chunker fails on open, not at the first write
+    return spec
+
+
+def _optional_time(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise IncompatibleStoreError(f"the store at {where} has a malformed upgraded_at ({value!r})")
+    return float(value)
 
 
 @dataclass(frozen=True)

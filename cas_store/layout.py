@@ -1,4 +1,4 @@
-"""Where things live: logical paths, store roots and S3 keys (bucket format v1).
+"""Where things live: logical paths, store roots and S3 keys (bucket format versions 1 and 2).
 
 Pure functions, no I/O. ``docs/format.md`` is the normative description; keep them in step.
 """
@@ -13,6 +13,7 @@ PROTOCOL = "s3cas"
 MARKER_NAME = "cas-store.json"
 BLOBS_DIR = "blobs"
 MANIFEST_DIR = "manifest"
+GC_DIR = "gc"  # the collector's quarantine, run logs and lease (docs/gc.md section 3)
 MAX_KEY_BYTES = 1024  # S3's limit on object key length
 
 
@@ -54,6 +55,17 @@ class Root:
     def blob_key(self, algorithm: str, digest: str) -> str:
         return self.key(blob_relkey(algorithm, digest))
 
+    def quarantine_prefix(self, algorithm: str, digest: str) -> str:
+        """``gc/q/<alg>/<d0d1>/<d2d3>/<digest>/``: the quarantine copies of one blob, one per run."""
+        return self.key(quarantine_relprefix(algorithm, digest))
+
+    def quarantine_key(self, algorithm: str, digest: str, run: str) -> str:
+        return self.quarantine_prefix(algorithm, digest) + run
+
+    def gc_key(self, *parts: str) -> str:
+        """A key of the collector's own (``gc/runs/<run>/state.json``, ``gc/lease``, ...)."""
+        return self.key(GC_DIR, *parts)
+
     def manifest_key(self, rel: str) -> str:
         """The key of the manifest entry of logical path ``rel`` (relative to the root)."""
         if not rel:
@@ -92,6 +104,10 @@ class Root:
 def blob_relkey(algorithm: str, digest: str) -> str:
     """``blobs/<algorithm>/<d[0:2]>/<d[2:4]>/<digest>``: two levels of hex fan-out."""
     return f"{BLOBS_DIR}/{algorithm}/{digest[0:2]}/{digest[2:4]}/{digest}"
+
+
+def quarantine_relprefix(algorithm: str, digest: str) -> str:
+    return f"{GC_DIR}/q/{algorithm}/{digest[0:2]}/{digest[2:4]}/{digest}/"
 
 
 def split_path(path: str) -> list[str]:

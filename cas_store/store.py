@@ -22,14 +22,15 @@ from cas_store import __version__, reader, writer
 from cas_store.backend.base import ObjectStore
 from cas_store.blobs import Blobs
 from cas_store.cache import LocalCache
-from cas_store.chunking import Chunker
+from cas_store.chunking import Chunker, FixedChunker
 from cas_store.config import StoreConfig
 from cas_store.errors import CacheError, IncompatibleStoreError, StoreOfflineError
 from cas_store.fileobj import WriteFile
-from cas_store.format import DEFAULT_CHUNK_SIZE, FORMAT_VERSION, Entry, Marker
+from cas_store.format import DEFAULT_CHUNK_SIZE, Entry, Marker
 from cas_store.hashing import DEFAULT_ALGORITHM
 from cas_store.layout import Root
 from cas_store.manifest import Listed, Manifest, Record
+from cas_store.safety import GCDurations
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,42 @@ class Store:
         self.clock = clock
         self.manifest = Manifest(objects, root, config.max_concurrency)
         self.blobs = Blobs(objects, root, config.max_concurrency, clock)
-        # Identifies this store in the shared cache: two endpoints may have equal bucket names.
-        self.id = f"{objects.endpoint}|{root.path}"
+        # Where this store is, for the mirror's markers: two endpoints may have equal bucket names.
+        self.location = f"{objects.endpoint}|{root.path}"
         self._marker: Marker | None = None
+        self._remembered: Marker | None = None  # the mirror's copy of the marker, until it loads
         self._no_marker = False  # the bucket said there is no marker (and we have not created one)
         self._marker_lock = threading.Lock()
+
+    @property
+    def id(self) -> str:
+        """Keys this store's rows in the local mirror and memo (C2 of docs/design.md).
+
+        For a version 2 store it includes the marker's ``store_id``: a prefix wiped and
+        created again is another store, and nothing remembered of the old one is trusted.
+        Until the marker is loaded, the mirror's copy of it decides (so that reads answered
+        from the mirror make no request).
+        """
+        marker = self._marker or self._mirrored_marker()
+        if marker is None or marker.store_id is None:
+            return self.location
+        return f"{self.location}|{marker.store_id}"
+
+    def _mirrored_marker(self) -> Marker | None:
+        if self._remembered is None:
+            try:
+                raw = self.cache.mirror.get_marker(self.location)
+                if raw is not None:
+                    self._remembered = Marker.decode(raw, self.where())
+            except (CacheError, IncompatibleStoreError):
+                return None
+        return self._remembered
+
+    @property
+    def gc(self) -> GCDurations | None:
+        """The marker's collection durations (None for a version 1 store, or no store yet)."""
+        marker = self.marker()
+        return None if marker is None else marker.gc
 
     def where(self, rel: str = "") -> str:
         """The ``s3cas://`` URI of ``rel``, for messages."""
@@ -106,7 +138,7 @@ class Store:
         try:
             found = self.objects.run(opening, lambda: self.objects.get(key))
         except StoreOfflineError:
-            cached = self.cache.mirror.get_marker(self.id)
+            cached = self.cache.mirror.get_marker(self.location)
             if cached is None or create:
                 raise
             return self._accept(Marker.decode(cached, where), cached)
@@ -125,10 +157,10 @@ class Store:
             )
         if not create:
             return None
-        marker = Marker(
-            FORMAT_VERSION,
+        marker = Marker.new(
             self.config.hash_algorithm or DEFAULT_ALGORITHM,
-            self.config.chunk_size or DEFAULT_CHUNK_SIZE,
+            FixedChunker(self.config.chunk_size or DEFAULT_CHUNK_SIZE).spec(),
+            self.config.gc_grace,
             f"cas_store {__version__}",
         )
         body = marker.encode()
@@ -152,7 +184,8 @@ class Store:
                 "or use a new root for the other algorithm"
             )
         wanted_size = self.config.chunk_size
-        declared = marker.chunk_size or DEFAULT_CHUNK_SIZE
+        spec = marker.chunker_spec
+        declared = spec.params.get("size") if spec.name == "fixed" else None
         if wanted_size is not None and wanted_size != declared:
             raise IncompatibleStoreError(
                 f"the store {self.root.uri} cuts files into chunks of {declared} bytes but "
@@ -160,7 +193,7 @@ class Store:
                 "(identical files would otherwise stop deduplicating) or use a new root"
             )
         with self._best_effort("mirror the store's marker"):
-            self.cache.mirror.put_marker(self.id, raw)
+            self.cache.mirror.put_marker(self.location, raw)
         return marker
 
     def _first_object(self) -> str | None:
@@ -175,9 +208,20 @@ class Store:
     # -- the memo of blobs known to be in the bucket (gc-protocol.md, W1 and W2) -----------
 
     def blob_proof(self, key: str) -> float | None:
-        """When the blob at ``key`` was proven present, if that proof is still trusted."""
-        proven = self.cache.mirror.blob_proven_at(self.id, key)
-        if proven is None or not 0 <= self.clock() - proven < self.config.blob_memo_ttl:
+        """When the blob at ``key`` was proven present, if that proof is still trusted.
+
+        Rule W2: a memo row proves the blob while ``0 <= now - proof < min(blob_memo_ttl, V)``.
+        """
+        try:
+            proven = self.cache.mirror.blob_proven_at(self.id, key)
+        except CacheError as exc:
+            log.warning("could not read the blob memo in the local cache: %s", exc)
+            return None
+        trusted = self.config.blob_memo_ttl
+        gc = self.gc
+        if gc is not None:
+            trusted = min(trusted, gc.validity)
+        if proven is None or not 0 <= self.clock() - proven < trusted:
             return None
         return proven
 

@@ -93,6 +93,7 @@ class ObjectStore(Protocol):
     * **Conditional create**: ``put(..., if_absent=True)`` writes only if the key is
       absent and reports ``created=False`` otherwise; on servers that ignore the
       condition (see :attr:`capabilities`) it overwrites and reports ``created=True``.
+      ``put(..., if_match=etag)`` likewise replaces only that version of the object.
     * **Retries** of transient failures (5xx, throttling, resets, bodies cut short) are
       done inside the implementation, from its configuration; callers never loop.
 
@@ -129,9 +130,15 @@ class ObjectStore(Protocol):
         data: bytes,
         *,
         if_absent: bool = False,
+        if_match: str | None = None,
         content_type: str = "application/octet-stream",
     ) -> PutResult:
-        """Create or replace the object (or, with ``if_absent``, create only)."""
+        """Create or replace the object (or, with ``if_absent``, create only).
+
+        With ``if_match``, replace only the object whose ETag that is; ``created=False`` if it
+        is not (412). Where the server does not honour ``If-Match`` (see :attr:`capabilities`)
+        the PUT is unconditional: callers read back what they wrote.
+        """
         ...
 
     async def copy(self, source: str, dest: str, *, if_absent: bool = False) -> bool:

@@ -52,7 +52,11 @@ class MemoryObjectStore:
     ) -> None:
         self.bucket = bucket
         self.endpoint = "memory"
-        self.capabilities = Capabilities(conditional_create=honour_if_none_match, copy=copy_supported)
+        self.capabilities = Capabilities(
+            conditional_create=honour_if_none_match,
+            conditional_replace=honour_if_none_match,
+            copy=copy_supported,
+        )
         self.honour_if_none_match = honour_if_none_match
         self.clock = clock
         self.offline = False
@@ -116,12 +120,17 @@ class MemoryObjectStore:
         data: bytes,
         *,
         if_absent: bool = False,
+        if_match: str | None = None,
         content_type: str = "application/octet-stream",
     ) -> PutResult:
         self._check_online()
         with self._lock:
             if if_absent and self.honour_if_none_match and key in self.objects:
                 return PutResult(False, "")
+            if if_match is not None and self.honour_if_none_match:
+                current = self.objects.get(key)
+                if current is None or current[1].etag.strip('"') != if_match.strip('"'):
+                    return PutResult(False, "")
             info = self._store(key, data)
         return PutResult(True, info.etag)
 

@@ -376,18 +376,26 @@ class S3ObjectStore:
         data: bytes,
         *,
         if_absent: bool = False,
+        if_match: str | None = None,
         content_type: str = "application/octet-stream",
     ) -> PutResult:
-        conditional = if_absent and self.capabilities.conditional_create
-        condition = {"IfNoneMatch": "*"} if conditional else {}
+        condition: dict[str, str] = {}
+        if if_absent and self.capabilities.conditional_create:
+            condition["IfNoneMatch"] = "*"
+        if if_match is not None and self.capabilities.conditional_replace:
+            condition["IfMatch"] = if_match
         try:
             resp = await self._call("put_object", Key=key, Body=data, ContentType=content_type, **condition)
         except Exception as exc:
-            if conditional and is_precondition_failed(exc):
+            if condition and is_precondition_failed(exc):
                 return PutResult(False, "")
-            if conditional and is_not_implemented(exc):
-                log.info("S3 (%s) does not implement If-None-Match: writing unconditionally", self.endpoint)
-                self.capabilities.conditional_create = False
+            if condition and is_not_implemented(exc):
+                name = "If-None-Match" if "IfNoneMatch" in condition else "If-Match"
+                log.info("S3 (%s) does not implement %s: writing unconditionally", self.endpoint, name)
+                if "IfNoneMatch" in condition:
+                    self.capabilities.conditional_create = False
+                else:
+                    self.capabilities.conditional_replace = False
                 return await self.put(key, data, content_type=content_type)
             raise
         return PutResult(True, str(resp.get("ETag", "")))

@@ -44,6 +44,17 @@ class ObjectStoreContract:
         else:  # the server ignores the condition: the (identical in real use) bytes are replaced
             assert result.created
 
+    def test_if_match_replaces_only_that_version(self, objects: ObjectStore) -> None:
+        first = run(objects, lambda: objects.put("m", b"first"))
+        stale = run(objects, lambda: objects.put("m", b"second", if_match='"0123456789abcdef"'))
+        if objects.capabilities.conditional_replace:
+            assert not stale.created
+            assert run(objects, lambda: objects.get("m"))[0] == b"first"
+            assert run(objects, lambda: objects.put("m", b"third", if_match=first.etag)).created
+            assert run(objects, lambda: objects.get("m"))[0] == b"third"
+        else:  # ignored: the caller reads back what it wrote
+            assert stale.created
+
     def test_if_absent_creates(self, objects: ObjectStore) -> None:
         assert run(objects, lambda: objects.put("new", b"x", if_absent=True)).created
         assert run(objects, lambda: objects.get("new"))[0] == b"x"

@@ -59,10 +59,13 @@ class HookedObjectStore:
         data: bytes,
         *,
         if_absent: bool = False,
+        if_match: str | None = None,
         content_type: str = "application/octet-stream",
     ) -> PutResult:
         await self._before("put", key)
-        return await self.inner.put(key, data, if_absent=if_absent, content_type=content_type)
+        return await self.inner.put(
+            key, data, if_absent=if_absent, if_match=if_match, content_type=content_type
+        )
 
     async def copy(self, source: str, dest: str, *, if_absent: bool = False) -> bool:
         await self._before("copy", dest)

@@ -7,6 +7,8 @@ import json
 import pytest
 
 from cas_store.errors import IncompatibleStoreError, IntegrityError, InvalidPathError
+from cas_store.chunking import ChunkerSpec
+from cas_store.safety import GCDurations
 from cas_store.format import Chunk, Entry, Marker
 from cas_store.hashing import hash_bytes
 from cas_store.layout import Root, blob_relkey, split_path
@@ -119,8 +121,8 @@ def test_future_entry_version_is_incompatible() -> None:
 def test_marker_round_trip_and_incompatible_versions() -> None:
     marker = Marker(1, "sha256", 4 * 2**20, "cas_store test")
     assert Marker.decode(marker.encode(), "t") == marker
-    future = json.dumps({"format": "cas_store", "version": 2, "hash_algorithm": "xxh128"}).encode()
-    with pytest.raises(IncompatibleStoreError, match="version 2"):
+    future = json.dumps({"format": "cas_store", "version": 3, "hash_algorithm": "xxh128"}).encode()
+    with pytest.raises(IncompatibleStoreError, match="version 3"):
         Marker.decode(future, "t")
     with pytest.raises(IncompatibleStoreError, match="not a valid"):
         Marker.decode(b'{"format": "something-else"}', "t")
@@ -155,3 +157,119 @@ def test_marker_rejects_chunk_sizes_writers_cannot_use(chunk_size: object) -> No
 def test_marker_without_chunk_size_is_accepted() -> None:
     doc = {"format": "cas_store", "version": 1, "hash_algorithm": "xxh128", "unknown-future-field": 1}
     assert Marker.decode(json.dumps(doc).encode(), "t").chunk_size is None
+
+
+# -- format version 2 ---------------------------------------------------------------------
+
+#: The test vector of docs/format.md: a version 2 marker exactly as cas_store writes it.
+V2_MARKER = b"""{
+ "chunker": {
+  "name": "fixed",
+  "params": {
+   "size": 8388608
+  }
+ },
+ "created_by": "cas_store 0.2.0",
+ "format": "cas_store",
+ "gc": {
+  "delta": 86400.0,
+  "grace": 86400.0,
+  "min_age": 86400.0,
+  "publish": 900.0,
+  "validity": 21600.0
+ },
+ "hash_algorithm": "xxh128",
+ "store_id": "3f9c2a6e0b7d4e18a5c1f2d3e4b5a697",
+ "version": 2
+}
+"""
+
+
+def test_v2_marker_test_vector_round_trips() -> None:
+    marker = Marker.decode(V2_MARKER, "t")
+    assert marker.version == 2
+    assert marker.store_id == "3f9c2a6e0b7d4e18a5c1f2d3e4b5a697"
+    assert marker.chunker_spec == ChunkerSpec("fixed", {"size": 8 * 2**20})
+    assert marker.gc == GCDurations(86400, 86400, 21600, 900, 86400)
+    assert marker.encode() == V2_MARKER
+    fresh = Marker.new("xxh128", ChunkerSpec("fixed", {"size": 8 * 2**20}), 86400, "cas_store 0.2.0")
+    assert fresh.encode() == V2_MARKER.replace(b"3f9c2a6e0b7d4e18a5c1f2d3e4b5a697", fresh.store_id.encode())
+
+
+def test_new_markers_have_distinct_random_store_ids() -> None:
+    spec = ChunkerSpec("fixed", {"size": 2**20})
+    ids = {Marker.new("xxh128", spec, 60, "t").store_id for _ in range(50)}
+    assert len(ids) == 50
+
+
+@pytest.mark.parametrize(
+    ("grace", "durations"),
+    [
+        (86400, (86400, 21600, 900, 86400)),
+        (2, (2, 0.5, 2 / 96, 2)),
+        (7 * 86400, (7 * 86400, 7 * 21600, 900, 7 * 86400)),  # P is capped at 15 min
+    ],
+)
+def test_gc_durations_derive_from_the_grace(grace: float, durations: tuple[float, ...]) -> None:
+    gc = GCDurations.from_grace(grace)
+    assert (gc.delta, gc.validity, gc.publish, gc.min_age) == pytest.approx(durations)
+    gc.validate("t")  # the derivation keeps the relations the marker requires
+
+
+@pytest.mark.parametrize("grace", [0, -5, 0.5, True, "1d", float("nan")])
+def test_unusable_gc_grace_is_refused(grace: object) -> None:
+    with pytest.raises(ValueError, match="gc_grace"):
+        GCDurations.from_grace(grace)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("delta", 21600.0),  # delta < 2 V
+        ("publish", 0.0),
+        ("publish", 6000.0),  # 4 P > V
+        ("min_age", -1.0),
+        ("validity", "x"),
+    ],
+)
+def test_v2_marker_with_unsafe_gc_durations_is_incompatible(field: str, value: object) -> None:
+    doc = json.loads(V2_MARKER)
+    doc["gc"][field] = value
+    with pytest.raises(IncompatibleStoreError, match="garbage-collection durations|'gc' object"):
+        Marker.decode(json.dumps(doc).encode(), "t")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("store_id", None, "store_id"),
+        ("store_id", "XYZ", "store_id"),
+        ("chunker", None, "chunker"),
+        ("chunker", {"name": "rabin-from-the-future"}, "does not know"),
+        ("chunker", {"name": "fixed", "params": {"size": 12}}, "misconfigured"),
+        ("gc", None, "gc"),
+    ],
+)
+def test_v2_marker_fields_are_checked(field: str, value: object, match: str) -> None:
+    doc = json.loads(V2_MARKER)
+    doc[field] = value
+    with pytest.raises(IncompatibleStoreError, match=match):
+        Marker.decode(json.dumps(doc).encode(), "t")
+
+
+def test_v1_marker_upgrades_to_v2_with_the_same_hash_and_chunker() -> None:
+    v1 = Marker(1, "sha256", 4 * 2**20, "cas_store 0.1.0")
+    v2 = v1.upgraded(gc_grace=3600, created_by="cas_store 0.2.0", now=1234.5)
+    assert (v2.version, v2.hash_algorithm, v2.upgraded_at) == (2, "sha256", 1234.5)
+    assert v2.chunker_spec == v1.chunker_spec == ChunkerSpec("fixed", {"size": 4 * 2**20})
+    assert v2.gc == GCDurations.from_grace(3600)
+    assert Marker.decode(v2.encode(), "t") == v2
+    with pytest.raises(ValueError, match="version 1"):
+        v2.upgraded(gc_grace=3600, created_by="x", now=0)
+
+
+def test_a_v1_reader_refuses_a_v2_marker() -> None:
+    """cas_store 0.1 (format 1 only) refuses any marker whose version is not 1 (the check
+    this test repeats): a writer without rule W never writes to a version 2 store."""
+    doc = json.loads(Marker.new("xxh128", ChunkerSpec("fixed", {"size": 2**20}), 60, "t").encode())
+    assert doc["version"] != 1

@@ -49,7 +49,7 @@ def test_nothing_deletes_blobs() -> None:
 
 
 def test_pure_modules_do_no_io() -> None:
-    pure = ("chunking.py", "format.py", "layout.py", "hashing.py")
+    pure = ("chunking.py", "format.py", "layout.py", "hashing.py", "safety.py")
     allowed = {
         "__future__",
         "base64",
@@ -60,9 +60,11 @@ def test_pure_modules_do_no_io() -> None:
         "hashlib",
         "xxhash",
         "blake3",
+        "re",
+        "secrets",  # a new store's random store_id
     }
     for name in pure:
         imports = {i for i in _imports(_modules()[name]) if not i.startswith("cas_store")}
         assert imports <= allowed, f"{name} imports {sorted(imports - allowed)}"
         inner = {i for i in _imports(_modules()[name]) if i.startswith("cas_store")}
-        assert inner <= {"cas_store.errors", "cas_store.hashing", "cas_store.chunking"}, name
+        assert inner <= {"cas_store.errors", "cas_store.hashing", "cas_store.chunking", "cas_store.safety"}, name
