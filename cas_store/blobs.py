@@ -6,7 +6,7 @@ import concurrent.futures
 import logging
 from collections.abc import Callable
 
-from cas_store.backend.base import ObjectStore, Sink, gather_limited
+from cas_store.backend.base import ObjectStore, Sink, gather_limited, list_all
 from cas_store.layout import Root
 
 log = logging.getLogger(__name__)
@@ -54,15 +54,51 @@ class Blobs:
 
         return self.objects.submit(f"uploading blob {digest}", work)
 
-    def download(self, algorithm: str, digest: str, size: int, part_size: int, sink: Sink) -> None:
+    def quarantined(self, algorithm: str, digest: str) -> list[str]:
+        """The keys of the blob's quarantine copies (docs/gc.md section 3), one per collector run.
+
+        Object keys only: a server may list a common prefix after its last object is gone.
+        """
+        prefix = self.root.quarantine_prefix(algorithm, digest)
+
+        async def listing() -> list[str]:
+            return [o.key for page in await list_all(self.objects, prefix) for o in page.objects]
+
+        return self.objects.run(f"looking for blob {digest} in quarantine", listing)
+
+    def restore(self, algorithm: str, digest: str, rounds: int = 3) -> float | None:
+        """Copy a quarantine copy of the blob back to its main key (rule W3's last resort).
+
+        Returns the proof time (the send time of the request that made or found it present),
+        or None if the blob is in neither place. Rounds as for readers (rule R): a copy that
+        vanished between the listing and the copy was restored by the collector first.
+        """
+        key = self.key(algorithm, digest)
+        for _ in range(rounds):
+            for source in self.quarantined(algorithm, digest):
+                sent = self.clock()
+                if self.objects.run(
+                    f"restoring blob {digest} from quarantine",
+                    lambda: self.objects.copy(source, key, if_absent=True),  # noqa: B023 - run waits
+                ):
+                    log.info("restored blob %s from quarantine copy %s", digest, source)
+                    return sent
+            sent = self.clock()
+            if self.objects.run(f"checking blob {digest}", lambda: self.objects.head(key)) is not None:
+                return sent
+        return None
+
+    def download(
+        self, algorithm: str, digest: str, size: int, part_size: int, sink: Sink, key: str | None = None
+    ) -> None:
         """Stream the blob to ``sink`` with parallel ranged GETs of ``part_size`` bytes.
 
         Memory stays below ``concurrency * part_size``; the caller verifies the digest.
         Blobs are one chunk each, so more than one range matters only for blobs larger
-        than the part size. Raises :class:`~cas_store.errors.ObjectNotFoundError` if the
-        blob is not in the bucket.
+        than the part size. ``key``: another object holding the blob (a quarantine copy).
+        Raises :class:`~cas_store.errors.ObjectNotFoundError` if the object does not exist.
         """
-        key = self.key(algorithm, digest)
+        key = key or self.key(algorithm, digest)
         ranges = [(s, min(s + part_size, size)) for s in range(0, size, part_size)] or [(0, 0)]
         self.objects.run(
             f"downloading blob {digest}",

@@ -104,3 +104,11 @@ class ObjectNotFoundError(CASStoreError, FileNotFoundError):
 class CacheError(CASStoreError, OSError):
     """The local cache directory cannot be used (disk full, permissions, a damaged or
     locked database); the message names the directory and says what to do."""
+
+
+class CollectorBusyError(CASStoreError):
+    """Another collector holds the store's lease (``gc/lease``); wait, or break a stale one."""
+
+
+class CollectionRefusedError(CASStoreError):
+    """The collector will not start: the store or the server does not allow a safe collection."""

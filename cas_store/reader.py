@@ -128,33 +128,70 @@ def fetch(store: Store, algorithm: str, chunk: Chunk) -> BinaryIO:
         raise
 
 
+#: Rule R (docs/gc.md section 5): rounds of "quarantine, then the main key again" before a
+#: missing blob is an error. One round is not enough when collector runs overlap.
+READ_ROUNDS = 3
+
+
 def _download_verified(store: Store, algorithm: str, chunk: Chunk, fd: int) -> None:
-    """Download the blob into the file ``fd`` and check it against its digest and size."""
+    """Download the blob into the file ``fd`` and check it against its digest and size.
+
+    Rule R: a blob missing at its main key is looked for in quarantine, where a collector
+    may have moved it while an entry still names it, then at its main key again.
+    """
     key = store.blobs.key(algorithm, chunk.digest)
     where = f"s3://{store.root.bucket}/{key}"
+    if _download_from(store, algorithm, chunk, fd, key):
+        return
+    store.forget_blob(key)
+    for _ in range(READ_ROUNDS):
+        for copy in store.blobs.quarantined(algorithm, chunk.digest):
+            if _download_from(store, algorithm, chunk, fd, copy, quarantine=True):
+                log.info("read blob %s from its quarantine copy %s", chunk.digest, copy)
+                return
+        if _download_from(store, algorithm, chunk, fd, key):
+            return
+    raise BlobMissingError(
+        f"blob {chunk.digest} is missing from {where} (and from the collector's quarantine); a "
+        "path refers to content that was deleted outside cas_store, or removed and then collected "
+        "while it was being read: write the file again",
+        digest=chunk.digest,
+        key=key,
+    )
+
+
+def _download_from(
+    store: Store, algorithm: str, chunk: Chunk, fd: int, key: str, quarantine: bool = False
+) -> bool:
+    """Download ``key`` into ``fd`` and verify it; False if there is no such object (or, for
+    a quarantine copy, if it is not the blob: a damaged copy is skipped, never served)."""
     try:
         os.ftruncate(fd, chunk.size)
         store.blobs.download(
-            algorithm, chunk.digest, chunk.size, DOWNLOAD_PART, lambda at, data: os.pwrite(fd, data, at)
-        )
-    except ObjectNotFoundError as exc:
-        store.forget_blob(key)
-        raise BlobMissingError(
-            f"blob {chunk.digest} is missing from {where}; a path refers to content that was "
-            "deleted outside cas_store: write the file again",
-            digest=chunk.digest,
+            algorithm,
+            chunk.digest,
+            chunk.size,
+            DOWNLOAD_PART,
+            lambda at, data: os.pwrite(fd, data, at),
             key=key,
-        ) from exc
+        )
+    except ObjectNotFoundError:
+        return False
     with os.fdopen(fd, "rb", closefd=False) as raw:
         raw.seek(0)
         digest, size = hash_file(algorithm, raw)
-    if digest != chunk.digest or size != chunk.size:
-        raise BlobCorruptError(
-            f"blob {where} is corrupt in S3 (got {size} bytes hashing to {digest}): delete that object, "
-            "then write the file again (a write re-uploads a blob only when it is missing)",
-            digest=chunk.digest,
-            key=key,
-        )
+    if digest == chunk.digest and size == chunk.size:
+        return True
+    if quarantine:
+        log.warning("quarantine copy %s of blob %s is damaged: skipped", key, chunk.digest)
+        return False
+    raise BlobCorruptError(
+        f"blob s3://{store.root.bucket}/{key} is corrupt in S3 (got {size} bytes hashing to {digest}): "
+        "delete that object, then write the file again (a write re-uploads a blob only when it is "
+        "missing)",
+        digest=chunk.digest,
+        key=key,
+    )
 
 
 class ChunkedReader(SeekableReader):

@@ -61,10 +61,10 @@ class GCDurations:
     def validate(self, where: str) -> None:
         """The relations the proof of docs/gc.md §7 needs (with the margin the marker requires)."""
         ok = (
-            0 < self.publish
+            self.publish > 0
             and 4 * self.publish <= self.validity
             and 2 * self.validity <= self.delta
-            and 0 <= self.min_age
+            and self.min_age >= 0
             and self.grace > 0
         )
         if not ok:
@@ -80,7 +80,8 @@ class GCDurations:
     @classmethod
     def from_dict(cls, doc: Any, where: str) -> GCDurations:
         try:
-            durations = cls(**{k: float(doc[k]) for k in ("grace", "delta", "validity", "publish", "min_age")})
+            names = ("grace", "delta", "validity", "publish", "min_age")
+            durations = cls(**{k: float(doc[k]) for k in names})
         except (KeyError, TypeError, ValueError) as exc:
             raise IncompatibleStoreError(
                 f"the store at {where} has a malformed 'gc' object in its marker ({exc!r}): restore it"

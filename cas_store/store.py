@@ -427,7 +427,8 @@ class Store:
         return writer.open_write(self, rel, display_path, exclusive=exclusive)
 
     def publish(self, rel: str, entry: Entry, *, exclusive: bool = False) -> Record:
-        """Make ``rel`` hold ``entry``. The caller guarantees its blobs are durable."""
+        """Make ``rel`` hold ``entry``. The caller guarantees its blobs are durable and, on a
+        version 2 store, follows rule W: :func:`cas_store.writer.publish` does both."""
         record = self.manifest.put(rel, entry, exclusive=exclusive)
         self.remember(record)
         return record
@@ -439,7 +440,7 @@ class Store:
             raise FileNotFoundError(f"no such file: {self.where(src)}")
         self.root.manifest_key(dst)
         self.marker(create=True)
-        self.publish(dst, record.entry)
+        writer.publish(self, dst, record.entry, {})  # rule W: a copy is an entry PUT too
 
     def remove(self, rels: list[str]) -> None:
         """Delete the entries of ``rels`` (missing ones are fine). Blobs stay for the collector."""

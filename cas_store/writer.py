@@ -9,14 +9,22 @@ Each proof is stamped with the time its request was *sent* (gc-protocol.md, rule
 from __future__ import annotations
 
 import concurrent.futures
+import logging
+import math
 import threading
 from typing import TYPE_CHECKING
 
+from cas_store.backend.base import gather_limited
+from cas_store.errors import BlobMissingError, CacheError
 from cas_store.fileobj import WriteFile
 from cas_store.format import Chunk, Entry
+from cas_store.hashing import hash_bytes
 
 if TYPE_CHECKING:
+    from cas_store.manifest import Record
     from cas_store.store import Store
+
+log = logging.getLogger(__name__)
 
 
 class FileWriter:
@@ -85,13 +93,113 @@ class FileWriter:
         else:
             entry = Entry(size, self._algorithm, digest, chunks=tuple(chunks))
         entry.validate(self._display)  # never publish an entry a reader would reject
-        self._store.publish(self._rel, entry, exclusive=self._exclusive)
+        publish(self._store, self._rel, entry, self.proofs, exclusive=self._exclusive)
 
     def abort(self) -> None:
         """Stop waiting: uploads still running may finish (an unreferenced blob is harmless)."""
         for _, _, future in self._pending:
             future.cancel()
         self._pending = []
+
+
+def publish(
+    store: Store, rel: str, entry: Entry, proofs: dict[str, float], *, exclusive: bool = False
+) -> Record:
+    """Publish ``entry`` at ``rel`` following rule W (docs/gc.md section 4): every entry PUT
+    of a version 2 store (writes, copies, moves) goes through here.
+
+    ``proofs`` maps digests to when the blob was proven present (W1); blobs it lacks are
+    looked up in the memo (W2). W3: just before the PUT, every proof older than ``V - P``
+    (or from the future: a clock stepped back) is re-checked by a HEAD, and a missing blob
+    is repaired (uploaded again from the local cache, else restored from quarantine, else
+    the write fails with :class:`BlobMissingError` and nothing is published). W4: if the
+    PUT landed later than ``P`` after that check, the blobs are checked and repaired again.
+    Writes shorter than ``V - P`` make no request beyond the PUT.
+    """
+    gc = store.gc
+    if gc is None or not entry.chunks:  # version 1 stores have no collector
+        return store.publish(rel, entry, exclusive=exclusive)
+    digests = list(dict.fromkeys(c.digest for c in entry.chunks))
+    for d in digests:
+        if d not in proofs:
+            proven = store.blob_proof(store.blobs.key(entry.algorithm, d))
+            if proven is not None:
+                proofs[d] = proven
+    checked = _recheck(store, entry.algorithm, digests, proofs, gc.recheck_after)
+    if store.clock() - checked >= gc.publish:  # the repairs took long: check afresh (W4)
+        checked = _recheck(store, entry.algorithm, digests, proofs, gc.recheck_after)
+    record = store.publish(rel, entry, exclusive=exclusive)
+    if store.clock() - checked >= gc.publish:
+        log.info("the entry PUT of %s took longer than %.3g s: checking its blobs again", rel, gc.publish)
+        _recheck(store, entry.algorithm, digests, {}, gc.recheck_after)
+    return record
+
+
+def _recheck(
+    store: Store, algorithm: str, digests: list[str], proofs: dict[str, float], recheck_after: float
+) -> float:
+    """W3: HEAD every blob whose proof is stale and repair the missing ones; update ``proofs``.
+
+    Returns the check time t_c: the send time of the first HEAD, or now if none was needed.
+    """
+    now = store.clock()
+    stale = [d for d in digests if not 0 <= now - proofs.get(d, -math.inf) < recheck_after]
+    if not stale:
+        return now
+    checked = store.clock()
+
+    async def head(digest: str) -> tuple[str, float | None]:
+        sent = store.clock()
+        found = await store.objects.head(store.blobs.key(algorithm, digest))
+        return digest, (sent if found is not None else None)
+
+    answers = store.objects.run(
+        f"checking {len(stale)} blobs before publishing",
+        lambda: gather_limited(store.config.max_concurrency, [head(d) for d in stale]),
+    )
+    for digest, answered in answers:
+        key = store.blobs.key(algorithm, digest)
+        if answered is None:
+            store.forget_blob(key)
+        proven = _repair(store, algorithm, digest) if answered is None else answered
+        proofs[digest] = proven
+        store.remember_blob(key, proven)
+    return checked
+
+
+def _repair(store: Store, algorithm: str, digest: str) -> float:
+    """Make a blob that answered 404 present again; its new proof time (W3)."""
+    key = store.blobs.key(algorithm, digest)
+    data = _cached_bytes(store, algorithm, digest)
+    if data is not None:
+        log.info("blob %s vanished before its entry was published: uploading it again", digest)
+        return store.blobs.store(algorithm, digest, data).result()
+    proven = store.blobs.restore(algorithm, digest)
+    if proven is None:
+        raise BlobMissingError(
+            f"blob {digest} vanished from s3://{store.root.bucket}/{key} while the file naming it was "
+            "written, and neither the local cache nor the collector's quarantine holds it: nothing "
+            "was published; write the file again",
+            digest=digest,
+            key=key,
+        )
+    return proven
+
+
+def _cached_bytes(store: Store, algorithm: str, digest: str) -> bytes | None:
+    """The blob's bytes from the local cache, verified (a damaged copy is no source)."""
+    try:
+        handle = store.cache.open_blob(algorithm, digest)
+    except CacheError:
+        return None
+    if handle is None:
+        return None
+    with handle:
+        data = handle.read()
+    if hash_bytes(algorithm, data) != digest:
+        store.cache.discard(algorithm, digest)
+        return None
+    return data
 
 
 def open_write(store: Store, rel: str, display_path: str, exclusive: bool = False) -> WriteFile:

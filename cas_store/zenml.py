@@ -78,6 +78,7 @@ STORE_OPTION_FIELDS = (
     "blob_memo_ttl",
     "entry_ttl",
     "verify_reads",
+    "gc_grace",
 )
 #: StoreConfig fields the artifact store fills in itself (credentials are resolved at
 #: runtime from a connector, a secret or the config; the S3 kwargs may gain a region).
@@ -183,6 +184,12 @@ class S3CASArtifactStoreConfig(BaseArtifactStoreConfig, AuthenticationConfigMixi
     blob_memo_ttl: float = Field(
         default=_DEFAULTS["blob_memo_ttl"],
         description="Seconds a blob known to be in the bucket is trusted without asking S3.",
+    )
+    gc_grace: float = Field(
+        default=_DEFAULTS["gc_grace"],
+        description="For a new store: the garbage-collection grace period in seconds (unreferenced "
+        "content is freed at the earliest this long after it was quarantined); recorded in the "
+        "store's marker when the store is created. An existing store's marker decides.",
     )
     verify_reads: bool = Field(
         default=_DEFAULTS["verify_reads"],

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
+
+import pytest
+
+from cas_store.backend import MemoryObjectStore
+from cas_store.config import MiB
+from tests.support.wrappers import HookedObjectStore
+from tests.unit.conftest import StoreFactory
 
 PACKAGE = Path(__file__).resolve().parents[2] / "cas_store"
 
@@ -36,16 +44,41 @@ def test_only_the_backend_speaks_s3() -> None:
     assert {k: v for k, v in offenders.items() if v and v != allowed.get(k)} == {}
 
 
-def test_nothing_deletes_blobs() -> None:
-    """O3: removals delete entries only. The one delete_many outside the backend is the
-    manifest's (entry keys); the collector will be the only other caller."""
+def test_only_the_collector_deletes_blobs() -> None:
+    """O3: removals delete entries only; the collector (maintenance/gc.py) is the only code
+    that deletes under blobs/. The other delete_many outside the backend is the manifest's,
+    whose keys all come from Root.manifest_key (checked at run time by the next test)."""
     callers = {
         name
         for name, tree in _modules().items()
         for node in ast.walk(tree)
         if isinstance(node, ast.Attribute) and node.attr == "delete_many" and not name.startswith("backend/")
     }
-    assert callers == {"manifest.py"}
+    assert callers == {"manifest.py", "maintenance/gc.py"}
+
+
+def test_everything_but_the_collector_leaves_blobs_alone(make_store: StoreFactory) -> None:
+    """Every other operation that deletes (remove, overwrite, move, a failed exclusive write)
+    issues deletes for manifest keys only: recorded at the backend seam."""
+    deleted: list[str] = []
+
+    async def record(method: str, key: str) -> None:
+        if method == "delete":
+            deleted.append(key)
+
+    memory = MemoryObjectStore("bkt")
+    store = make_store(HookedObjectStore(memory, record))
+    for rel, size in (("a", 3 * MiB), ("b", 100), ("d/c", 2 * MiB)):
+        with store.open_write(rel, rel) as f:
+            f.write(os.urandom(size))
+    with store.open_write("a", "a") as f:  # overwrite
+        f.write(os.urandom(MiB))
+    store.copy("a", "d/a2")
+    store.remove(["a", "b", "d/c", "missing"])
+    with pytest.raises(FileExistsError), store.open_write("d/a2", "d/a2", exclusive=True) as f:
+        f.write(b"x")
+    assert deleted and all(k.startswith("root/manifest/") for k in deleted), deleted
+    assert len(memory.keys("root/blobs/")) == 6  # 3 + 2 + 1 chunks, all still there
 
 
 def test_pure_modules_do_no_io() -> None:
