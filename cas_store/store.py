@@ -109,8 +109,9 @@ class Store:
 
     # -- format marker ---------------------------------------------------------------------
 
-    def marker(self, create: bool = False) -> Marker | None:
-        """The store's format marker; with ``create``, initialise an empty prefix as a store.
+    def marker(self, create: bool = False, *, gc_grace: float | None = None) -> Marker | None:
+        """The store's format marker; with ``create``, initialise an empty prefix as a store
+        (with ``gc_grace``, else the configuration's).
 
         Raises :class:`IncompatibleStoreError` for a marker of another format version, a
         marker whose settings contradict the configuration, or a prefix that holds other
@@ -120,10 +121,17 @@ class Store:
             return self._marker
         with self._marker_lock:
             if self._marker is None and (create or not self._no_marker):
-                self._marker = self._load_marker(create)
+                self._marker = self._load_marker(create, gc_grace or self.config.gc_grace)
                 # A store not created yet has no paths to read either: reads need not ask again.
                 self._no_marker = self._marker is None
             return self._marker
+
+    def reload_marker(self) -> Marker | None:
+        """Read the marker from the bucket again (after ``cas-store upgrade`` rewrote it)."""
+        with self._marker_lock:
+            self._marker, self._no_marker = None, False
+            self._remembered = None
+        return self.marker()
 
     def chunker(self) -> Chunker:
         """The chunker every writer of this store must cut with (the marker's)."""
@@ -131,7 +139,7 @@ class Store:
         assert marker is not None
         return marker.chunker_spec.build()
 
-    def _load_marker(self, create: bool) -> Marker | None:
+    def _load_marker(self, create: bool, gc_grace: float) -> Marker | None:
         where = f"{self.root.uri} ({self.objects.endpoint})"
         key = self.root.marker_key()
         opening = f"opening the store {self.root.uri}"
@@ -160,7 +168,7 @@ class Store:
         marker = Marker.new(
             self.config.hash_algorithm or DEFAULT_ALGORITHM,
             FixedChunker(self.config.chunk_size or DEFAULT_CHUNK_SIZE).spec(),
-            self.config.gc_grace,
+            gc_grace,
             f"cas_store {__version__}",
         )
         body = marker.encode()

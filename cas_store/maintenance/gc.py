@@ -408,7 +408,11 @@ class _Collector:
             self._run_key(run, L1), ({"rel": rel, "etag": etag} for rel, etag in sorted(l1.items()))
         )
         moved = self._move(run, candidates, report)
-        self._stamp(self._run_key(run, STATE), {"phase": "quarantined", "wall": self.clock()})
+        wall = self.clock()
+        self._stamp(self._run_key(run, STATE), {"phase": "quarantined", "wall": wall})
+        report.pending.append(
+            RunStatus(run, "quarantined", moved, report.quarantined_bytes, wall + self.gc.delta)
+        )
         self._step("p1:quarantined", run)
         log.info("run %s quarantined %d blobs (%d bytes)", run, moved, report.quarantined_bytes)
 

@@ -1,0 +1,110 @@
+"""Creating a store with chosen settings (``cas-store init``) and converting a version 1
+store to version 2 (``cas-store upgrade``), docs/format.md and docs/gc.md section 3."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cas_store import __version__
+from cas_store.errors import CASStoreError, IncompatibleStoreError
+from cas_store.format import Marker
+from cas_store.maintenance._common import require_store
+from cas_store.safety import DEFAULT_GC_GRACE, GCDurations
+from cas_store.store import Store
+
+
+@dataclass
+class StoreInfo:
+    """A store's format, as its marker records it."""
+
+    root: str
+    #: False if the store existed already (nothing was written).
+    created: bool
+    version: int
+    store_id: str | None
+    hash_algorithm: str
+    chunker: dict[str, Any]
+    gc: dict[str, float] | None
+    upgraded_at: float | None = None
+
+    @classmethod
+    def of(cls, store: Store, marker: Marker, created: bool) -> StoreInfo:
+        spec = marker.chunker_spec
+        return cls(
+            store.root.uri,
+            created,
+            marker.version,
+            marker.store_id,
+            marker.hash_algorithm,
+            {"name": spec.name, "params": dict(spec.params)},
+            None if marker.gc is None else marker.gc.to_dict(),
+            marker.upgraded_at,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def init_store(store: Store, gc_grace: float | None = None) -> StoreInfo:
+    """Create a store at ``store``'s root (empty prefix) with ``gc_grace`` seconds (else the
+    configuration's), or report the existing one. Settings of an existing store never
+    change: asking for a different ``gc_grace`` raises :class:`IncompatibleStoreError`.
+    """
+    existing = store.marker()
+    if existing is None:
+        marker = store.marker(create=True, gc_grace=gc_grace)
+        assert marker is not None
+        return StoreInfo.of(store, marker, created=True)
+    wanted = GCDurations.from_grace(gc_grace) if gc_grace is not None else None
+    have = existing.gc
+    if wanted is not None and (have is None or have.grace != wanted.grace):
+        recorded = "none (format 1)" if have is None else f"{have.grace:g} s"
+        raise IncompatibleStoreError(
+            f"{store.root.uri} is already a store, with gc_grace {recorded}; a store's settings are "
+            "fixed when it is created: use another root for another gc_grace"
+            + (" (or `cas-store upgrade` this format 1 store)" if have is None else "")
+        )
+    return StoreInfo.of(store, existing, created=False)
+
+
+def upgrade_store(
+    store: Store, gc_grace: float | None = None, clock: Callable[[], float] = time.time
+) -> StoreInfo:
+    """Rewrite a version 1 store's marker as version 2 (same hash and chunker, a new
+    ``store_id``, the collection durations of ``gc_grace``, default one day), conditionally
+    on the marker read (``If-Match`` where the server honours it), then read it back.
+
+    A store already at version 2 is reported unchanged (``created=False``). Processes that
+    opened the store under version 1 keep writing without rule W until they exit; the
+    collector therefore refuses to start within Δ of ``upgraded_at`` unless told that none runs.
+    """
+    require_store(store)
+    key = store.root.marker_key()
+    objects = store.objects
+    found = objects.run(f"reading the marker of {store.root.uri}", lambda: objects.get(key))
+    if found is None:
+        raise CASStoreError(f"the marker of {store.root.uri} vanished while upgrading: run the upgrade again")
+    current = Marker.decode(found[0], store.where())
+    if current.version >= 2:
+        return StoreInfo.of(store, current, created=False)
+    new = current.upgraded(gc_grace or DEFAULT_GC_GRACE, f"cas_store {__version__}", clock())
+    result = objects.run(
+        f"upgrading {store.root.uri}", lambda: objects.put(key, new.encode(), if_match=found[1].etag)
+    )
+    if not result.created:
+        raise CASStoreError(
+            f"the marker of {store.root.uri} changed while it was being upgraded (another upgrade?): "
+            "run `cas-store upgrade` again to see its state"
+        )
+    back = objects.run(f"reading back the marker of {store.root.uri}", lambda: objects.get(key))
+    written = None if back is None else Marker.decode(back[0], store.where())
+    if written is None or written.store_id != new.store_id:
+        raise CASStoreError(
+            f"the marker of {store.root.uri} is not the one just written (a concurrent upgrade on a "
+            "server that ignores If-Match won): run `cas-store upgrade` again to see its state"
+        )
+    store.reload_marker()
+    return StoreInfo.of(store, written, created=True)
