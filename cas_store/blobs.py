@@ -32,19 +32,21 @@ class Blobs:
     def key(self, algorithm: str, digest: str) -> str:
         return self.root.blob_key(algorithm, digest)
 
-    def store(self, algorithm: str, digest: str, data: bytes) -> concurrent.futures.Future[float]:
+    def store(
+        self, algorithm: str, digest: str, data: bytes, ask_first: bool = True
+    ) -> concurrent.futures.Future[float]:
         """Start making ``data`` (whose hash is ``digest``) durable as a blob; don't wait.
 
-        The future's result is the proof time of the blob (gc-protocol.md, rule W1): when
+        The future's result is the proof time of the blob (docs/gc.md, rule W1): when
         the request that proved it present at its key was *sent*. Asks first (one HEAD)
         and uploads only if the blob is missing: the bytes of a conditional PUT would
-        travel even when it is answered 412.
+        travel even when it is answered 412. ``ask_first=False``: the caller just saw a 404.
         """
         key = self.key(algorithm, digest)
 
         async def work() -> float:
             sent = self.clock()
-            if await self.objects.head(key) is not None:
+            if ask_first and await self.objects.head(key) is not None:
                 return sent
             sent = self.clock()
             result = await self.objects.put(key, data, if_absent=True)

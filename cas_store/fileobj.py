@@ -32,6 +32,9 @@ class ChunkSink(Protocol):
     def abort(self) -> None:
         """The file will not be published: stop its uploads."""
 
+    def flush(self) -> None:
+        """Wait until every chunk added so far is durable; raise the first upload failure."""
+
 
 class SeekableReader(io.BufferedIOBase):
     """A read-only, seekable file of ``size`` bytes; subclasses implement :meth:`_read_into`."""
@@ -320,6 +323,17 @@ class WriteFile(io.BufferedIOBase):
 
     def tell(self) -> int:
         return self._size
+
+    def flush(self) -> None:
+        """Wait until the chunks cut so far are durable in the bucket (the bytes after the last
+        chunk boundary are kept until more arrive or the file is closed); raise an upload's
+        failure now rather than at close."""
+        if self._open and self._failed is None:
+            try:
+                self._sink.flush()
+            except BaseException as exc:
+                self._failed = exc  # its uploads were stopped: the file cannot be published
+                raise
 
     def discard(self) -> None:
         """Drop everything written so far; nothing is published."""

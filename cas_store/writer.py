@@ -74,6 +74,9 @@ class FileWriter:
             if future.done() and future.exception() is not None:
                 raise future.exception()  # type: ignore[misc]
 
+    def flush(self) -> None:
+        self._finish_uploads()
+
     def _finish_uploads(self) -> None:
         """Wait for every upload; record each proof; raise the first failure."""
         try:
@@ -173,7 +176,7 @@ def _repair(store: Store, algorithm: str, digest: str) -> float:
     data = _cached_bytes(store, algorithm, digest)
     if data is not None:
         log.info("blob %s vanished before its entry was published: uploading it again", digest)
-        return store.blobs.store(algorithm, digest, data).result()
+        return store.blobs.store(algorithm, digest, data, ask_first=False).result()
     proven = store.blobs.restore(algorithm, digest)
     if proven is None:
         raise BlobMissingError(

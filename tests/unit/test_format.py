@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from cas_store.errors import IncompatibleStoreError, IntegrityError, InvalidPathError
 from cas_store.chunking import ChunkerSpec
-from cas_store.safety import GCDurations
+from cas_store.errors import IncompatibleStoreError, IntegrityError, InvalidPathError
 from cas_store.format import Chunk, Entry, Marker
 from cas_store.hashing import hash_bytes
 from cas_store.layout import Root, blob_relkey, split_path
+from cas_store.safety import GCDurations
 
 
 def test_blob_key_has_two_level_hex_fanout() -> None:
@@ -235,7 +235,7 @@ def test_unusable_gc_grace_is_refused(grace: object) -> None:
 def test_v2_marker_with_unsafe_gc_durations_is_incompatible(field: str, value: object) -> None:
     doc = json.loads(V2_MARKER)
     doc["gc"][field] = value
-    with pytest.raises(IncompatibleStoreError, match="garbage-collection durations|'gc' object"):
+    with pytest.raises(IncompatibleStoreError, match=r"garbage-collection durations|'gc' object"):
         Marker.decode(json.dumps(doc).encode(), "t")
 
 
