@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from cas_store.cache import LocalCache
     from cas_store.filesystem import CASFileSystem
     from cas_store.maintenance import VerifyReport
+    from cas_store.maintenance.zenml_runs import RunUsage, ZenMLArtifact, ZenMLArtifactStore
     from cas_store.store import Store
 
 __all__ = ["EXIT_ERROR", "EXIT_PROBLEMS", "main"]
@@ -65,18 +66,80 @@ class _Options:
     profile: str | None
     cache_dir: str | None
     as_json: bool
+    #: ``--zenml-store``: a registered s3cas artifact store whose settings apply.
+    zenml_store: str | None = None
+    #: ``--endpoint-url`` came from ``$AWS_ENDPOINT_URL``: a registered endpoint wins over it.
+    endpoint_from_env: bool = False
+    verbose: int = 0
+    _zenml: ZenMLArtifactStore | None = None
+    _zenml_quiet: bool = False
+
+    def zenml_ready(self) -> None:
+        """Import ZenML for a lookup (a clear error without it), keeping its console
+        handler off stdout (``-v``: its warnings on stderr)."""
+        if self._zenml_quiet:
+            return
+        from cas_store.maintenance.zenml_runs import import_zenml
+
+        import_zenml(console=False)
+        self._zenml_quiet = True
+        if self.verbose:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("cas-store: zenml: %(levelname)s: %(message)s"))
+            handler.setLevel(logging.DEBUG if self.verbose > 1 else logging.WARNING)
+            logging.getLogger("zenml").addHandler(handler)
+            self.ctx.call_on_close(lambda: logging.getLogger("zenml").removeHandler(handler))
+
+    def zenml(self) -> ZenMLArtifactStore | None:
+        """The artifact store of ``--zenml-store`` (looked up once); None without it."""
+        if self._zenml is None and self.zenml_store is not None:
+            from cas_store.maintenance import zenml_artifact_store
+
+            self.zenml_ready()
+            self._zenml = zenml_artifact_store(self.zenml_store)
+        return self._zenml
+
+    def zenml_default(self, artifacts: list[ZenMLArtifact], what: str) -> ZenMLArtifactStore:
+        """``--zenml-store``'s artifact store, or else the s3cas store that holds ``artifacts``."""
+        found = self.zenml()
+        if found is None:
+            from cas_store.maintenance import artifact_store_of
+
+            found = self._zenml = artifact_store_of(artifacts, what)
+            self.zenml_store = found.name
+        return found
+
+    def url(self, path: str | None) -> str | None:
+        """With ``--zenml-store``, a path without a scheme is relative to its root (empty or
+        None: the root itself); otherwise ``path`` unchanged."""
+        store = self.zenml()
+        if store is None or (path is not None and "://" in path):
+            return path
+        rel = (path or "").strip("/")
+        return f"{store.root}/{rel}" if rel else store.root
 
     def filesystem(self, root: str | None = None) -> CASFileSystem:
         """A file system with the global options; ``root``: exactly that store root."""
         from cas_store.filesystem import CASFileSystem
 
-        options: dict[str, Any] = {"skip_instance_cache": True}
-        if self.endpoint_url:
-            options["client_kwargs"] = {"endpoint_url": self.endpoint_url}
-        if self.profile:
-            options["profile"] = self.profile
-        if self.cache_dir:
-            options["cache_dir"] = self.cache_dir
+        options: dict[str, Any] = {}
+        store = self.zenml()
+        if store is not None:  # its settings, credentials included; explicit flags win
+            options = store.filesystem_options(
+                endpoint_url=None if self.endpoint_from_env else self.endpoint_url,
+                default_endpoint_url=self.endpoint_url if self.endpoint_from_env else None,
+                profile=self.profile,
+                cache_dir=self.cache_dir,
+            )
+            options.pop("root", None)
+        else:
+            if self.endpoint_url:
+                options["client_kwargs"] = {"endpoint_url": self.endpoint_url}
+            if self.profile:
+                options["profile"] = self.profile
+            if self.cache_dir:
+                options["cache_dir"] = self.cache_dir
+        options["skip_instance_cache"] = True
         fs = CASFileSystem(root=root, **options)
 
         def close() -> None:
@@ -97,7 +160,14 @@ class _Options:
         from cas_store.cache import LocalCache
         from cas_store.config import StoreConfig
 
-        config = StoreConfig(cache_dir=self.cache_dir)
+        settings: dict[str, Any] = {}
+        store = self.zenml()
+        if store is not None:
+            cache_fields = ("cache_dir", "cache_size", "cache_eviction_policy")
+            settings = {k: v for k, v in store.store_options().items() if k in cache_fields}
+        if self.cache_dir:
+            settings["cache_dir"] = self.cache_dir
+        config = StoreConfig(**settings)
         cache = LocalCache(config.resolved_cache_dir, config.cache_size, config.cache_eviction_policy)
         self.ctx.call_on_close(cache.close)
         return cache
@@ -138,6 +208,13 @@ def _quiet_logging(ctx: click.Context, verbose: int) -> None:
     type=click.Path(file_okay=False),
     help="Local cache directory (default: $CAS_STORE_CACHE_DIR, else ~/.cache/cas_store).",
 )
+@click.option(
+    "--zenml-store",
+    metavar="NAME",
+    help="Take the endpoint, credentials, cache settings and root from the registered ZenML "
+    "artifact store NAME (flavor s3cas); --endpoint-url, --profile and --cache-dir still win. "
+    "Needs the zenml extra.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("-v", "--verbose", count=True, help="Show cas_store's warnings (-vv: debug messages).")
 @click.version_option(__version__, prog_name="cas-store")
@@ -147,17 +224,20 @@ def main(
     endpoint_url: str | None,
     profile: str | None,
     cache_dir: str | None,
+    zenml_store: str | None,
     as_json: bool,
     verbose: int,
 ) -> None:
     """Inspect, verify and prefetch cas_store stores, and manage the local cache.
 
     ROOT is a store root (s3cas://BUCKET/PREFIX); URL is any path, whose store is found
-    from the format markers above it. Exit codes: 0 ok, 1 problems found, 2 usage error,
-    3 the operation failed.
+    from the format markers above it. With --zenml-store, stats and prefetch also take
+    them relative to that artifact store's root. Exit codes: 0 ok, 1 problems found, 2 usage
+    error, 3 the operation failed.
     """
     _quiet_logging(ctx, verbose)
-    ctx.obj = _Options(ctx, endpoint_url, profile, cache_dir, as_json)
+    from_env = ctx.get_parameter_source("endpoint_url") == click.core.ParameterSource.ENVIRONMENT
+    ctx.obj = _Options(ctx, endpoint_url, profile, cache_dir, as_json, zenml_store, from_env, verbose)
 
 
 _pass = click.make_pass_decorator(_Options)
@@ -167,13 +247,30 @@ _pass = click.make_pass_decorator(_Options)
 
 
 @main.command(short_help="What a store holds: bytes, blobs, deduplication, reclaimable.")
-@click.argument("root")
+@click.argument("root", required=False)
+@click.option(
+    "--zenml-run",
+    metavar="RUN",
+    help="Per output artifact of the ZenML pipeline run RUN (name or id): its logical bytes and "
+    "the bytes the run added to the bucket.",
+)
 @_pass
-def stats(opts: _Options, root: str) -> None:
-    """What the store at ROOT holds: entries, bytes, blobs, deduplication, reclaimable space."""
+def stats(opts: _Options, root: str | None, zenml_run: str | None) -> None:
+    """What the store at ROOT holds: entries, bytes, blobs, deduplication, reclaimable space.
+
+    With --zenml-store, ROOT may be omitted (the artifact store's root) or relative to it.
+    With --zenml-run RUN, per output artifact of that run in the store: files, logical,
+    stored and added bytes (blobs the run referenced first, and its inline content:
+    docs/cli.md#zenml); without --zenml-store, the run's s3cas artifact store is used.
+    """
     from cas_store.maintenance import usage
 
-    store = opts.filesystem(root).store()
+    if zenml_run is not None:
+        _run_stats(opts, root, zenml_run)
+        return
+    if root is None and opts.zenml_store is None:
+        raise click.UsageError("give ROOT, or --zenml-store NAME for the root of that artifact store")
+    store = opts.filesystem(opts.url(root)).store()
     with opts.progress() as progress:
         result = usage(store, progress)
     if opts.as_json:
@@ -201,6 +298,56 @@ def stats(opts: _Options, root: str) -> None:
     if result.unreadable:
         rows.append(("unreadable", f"{len(result.unreadable):,} entries: run cas-store verify"))
     table(rows)
+
+
+def _run_stats(opts: _Options, root: str | None, run_name: str) -> None:
+    from cas_store.maintenance import run_usage, zenml_run
+
+    opts.zenml_ready()
+    run = zenml_run(run_name)
+    opts.zenml_default(list(run.artifacts), f"the artifacts of pipeline run {run.name!r}")
+    store = opts.filesystem(opts.url(root)).store()
+    with opts.progress() as progress:
+        result = run_usage(store, run, progress)
+    if opts.as_json:
+        emit_json(result.to_dict())
+    else:
+        _run_table(result)
+
+
+def _run_table(result: RunUsage) -> None:
+    click.echo(f"run    {result.run} ({result.run_id})")
+    click.echo(f"store  {result.root}")
+    rows = [("artifact", "version", "step", "files", "logical", "stored", "added")]
+    for a in result.artifacts:
+        version = a.version if a.produced else f"{a.version} (cached)"
+        sizes = (format_size(a.logical_bytes), format_size(a.stored_bytes), format_size(a.added_bytes))
+        rows.append((a.name, version, a.step, f"{a.files:,}", *sizes))
+    rows.append(
+        (
+            "total",
+            "",
+            "",
+            f"{result.files:,}",
+            format_size(result.logical_bytes),
+            format_size(result.stored_bytes),
+            format_size(result.added_bytes),
+        )
+    )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        left = "  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=False))
+        right = "  ".join(cell.rjust(w) for cell, w in zip(row[3:], widths[3:], strict=True))
+        click.echo(f"{left}  {right}")
+    click.echo(
+        f"added: {with_bytes(result.added_bytes)}, {result.added_blobs:,} blobs this run referenced "
+        "first and its inline files"
+    )
+    if result.other_stores:
+        names = ", ".join(a.label for a in result.other_stores)
+        click.echo(f"not in this store: {len(result.other_stores):,} artifacts ({names})")
+    if result.unreadable:
+        click.echo(f"unreadable: {len(result.unreadable):,} entries: run cas-store verify")
 
 
 def _iso(value: Any) -> str:
@@ -337,19 +484,52 @@ def _problems(report: VerifyReport) -> Iterator[str]:
 
 
 @main.command(short_help="Download files into the local cache, for fast and offline reads.")
-@click.argument("urls", nargs=-1, required=True, metavar="URL...")
+@click.argument("urls", nargs=-1, metavar="[URL...]")
+@click.option(
+    "--zenml-run",
+    "zenml_runs",
+    multiple=True,
+    metavar="RUN",
+    help="Also every output artifact of the ZenML pipeline run RUN (name or id). Repeatable.",
+)
+@click.option(
+    "--zenml-artifact",
+    "zenml_artifacts",
+    multiple=True,
+    metavar="NAME[:VERSION]",
+    help="Also the ZenML artifact NAME at VERSION (default: its latest version). Repeatable.",
+)
 @_pass
-def prefetch(opts: _Options, urls: tuple[str, ...]) -> None:
+def prefetch(
+    opts: _Options, urls: tuple[str, ...], zenml_runs: tuple[str, ...], zenml_artifacts: tuple[str, ...]
+) -> None:
     """Download the files at URL... (directories: every file below) into the local cache, so
-    that they read locally, also with S3 unreachable. Exit code 1 if some could not be cached."""
+    that they read locally, also with S3 unreachable. Exit code 1 if some could not be cached.
+
+    With --zenml-store, URL may be relative to the artifact store's root. --zenml-run and
+    --zenml-artifact add ZenML artifacts (without --zenml-store: from their s3cas store),
+    which then load with S3 unreachable."""
     from cas_store.maintenance import prefetch as run_prefetch
 
+    if not (urls or zenml_runs or zenml_artifacts):
+        raise click.UsageError("give URL..., --zenml-run RUN or --zenml-artifact NAME[:VERSION]")
+    artifacts, elsewhere = _zenml_targets(opts, zenml_runs, zenml_artifacts)
+    targets = [str(opts.url(u)) for u in urls] + [a.uri for a in artifacts]
     fs = opts.filesystem()
     with opts.progress() as progress:
-        report = run_prefetch(fs, urls, progress)
+        report = run_prefetch(fs, targets, progress)
     if opts.as_json:
-        emit_json(report.to_dict())
+        doc = report.to_dict()
+        if zenml_runs or zenml_artifacts:
+            doc["artifacts"] = [{"name": a.name, "version": a.version, "uri": a.uri} for a in artifacts]
+            doc["other_stores"] = [{"name": a.name, "version": a.version, "uri": a.uri} for a in elsewhere]
+        emit_json(doc)
     else:
+        if artifacts:
+            click.echo(f"ZenML artifacts: {', '.join(a.label for a in artifacts)}")
+        if elsewhere:
+            names = ", ".join(a.label for a in elsewhere)
+            click.echo(f"  not in {opts.url(None)}, skipped: {names}")
         click.echo(
             f"{report.files:,} files ({report.inline_files:,} inline), {report.chunks:,} chunks: "
             f"{report.downloaded_chunks:,} downloaded ({format_size(report.downloaded_bytes)}), "
@@ -364,6 +544,31 @@ def prefetch(opts: _Options, urls: tuple[str, ...]) -> None:
             )
     if not report.ok:
         opts.ctx.exit(EXIT_PROBLEMS)
+
+
+def _zenml_targets(
+    opts: _Options, runs: tuple[str, ...], specs: tuple[str, ...]
+) -> tuple[list[ZenMLArtifact], list[ZenMLArtifact]]:
+    """The ZenML artifacts ``prefetch`` was asked for: (those in the store, once each; the
+    runs' artifacts in other stores). An artifact named by --zenml-artifact must be in it."""
+    if not runs and not specs:
+        return [], []
+    from cas_store.maintenance import ZenMLLookupError, split_by_store, zenml_artifact, zenml_run
+
+    opts.zenml_ready()
+    found = [zenml_run(r) for r in runs]
+    named = [zenml_artifact(s) for s in specs]
+    wanted = [a for run in found for a in run.artifacts] + named
+    store = opts.zenml_default(wanted, "the artifacts asked for")
+    inside, outside = split_by_store(store.root, wanted)
+    for a in named:
+        if a in outside:
+            raise ZenMLLookupError(f"ZenML artifact {a.label} is not in {store.root}: its uri is {a.uri}")
+    for run in found:
+        if not any(a in run.artifacts for a, _ in inside):
+            raise ZenMLLookupError(f"pipeline run {run.name!r} has no output artifacts in {store.root}")
+    unique = {a.id: a for a, _ in inside}
+    return list(unique.values()), outside
 
 
 # -- cache -------------------------------------------------------------------------------

@@ -6,6 +6,9 @@
   with its content.
 * :func:`prefetch` -- bring files into the local cache, for fast and offline reads.
 * :func:`cache_info`, :func:`prune_cache`, :func:`clear_cache` -- the local blob cache.
+* :func:`zenml_artifact_store`, :func:`zenml_run`, :func:`zenml_artifact`,
+  :func:`run_usage` -- ZenML's artifact stores, runs and artifacts, and what a run added
+  (:mod:`cas_store.maintenance.zenml_runs`; imports zenml only when called).
 
 Each returns a dataclass with a ``to_dict()`` (JSON-ready). They read; none of them
 deletes anything in the bucket (only the collector will, docs/design.md O3).
@@ -17,23 +20,49 @@ from cas_store.maintenance.cache import CacheInfo, PruneResult, cache_info, clea
 from cas_store.maintenance.prefetch import PrefetchReport, prefetch
 from cas_store.maintenance.usage import PathUsage, Usage, usage, usage_of
 from cas_store.maintenance.verify import CorruptBlob, VerifyReport, select_sample, verify
+from cas_store.maintenance.zenml_runs import (
+    ArtifactUsage,
+    RunUsage,
+    ZenMLArtifact,
+    ZenMLArtifactStore,
+    ZenMLLookupError,
+    ZenMLRun,
+    artifact_store_of,
+    run_usage,
+    split_by_store,
+    zenml_artifact,
+    zenml_artifact_store,
+    zenml_run,
+)
 
 __all__ = [
+    "ArtifactUsage",
     "CacheInfo",
     "CorruptBlob",
     "PathUsage",
     "PrefetchReport",
     "Progress",
     "PruneResult",
+    "RunUsage",
     "StoreNotFoundError",
     "Usage",
     "VerifyReport",
+    "ZenMLArtifact",
+    "ZenMLArtifactStore",
+    "ZenMLLookupError",
+    "ZenMLRun",
+    "artifact_store_of",
     "cache_info",
     "clear_cache",
     "prefetch",
     "prune_cache",
+    "run_usage",
     "select_sample",
+    "split_by_store",
     "usage",
     "usage_of",
     "verify",
+    "zenml_artifact",
+    "zenml_artifact_store",
+    "zenml_run",
 ]

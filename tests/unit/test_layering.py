@@ -101,3 +101,39 @@ def test_pure_modules_do_no_io() -> None:
         assert imports <= allowed, f"{name} imports {sorted(imports - allowed)}"
         inner = {i for i in _imports(_modules()[name]) if i.startswith("cas_store")}
         assert inner <= {"cas_store.errors", "cas_store.hashing", "cas_store.chunking", "cas_store.safety"}, name
+
+
+def _import_time_imports(body: list[ast.stmt]) -> set[str]:
+    """Modules a module body imports when it runs: not inside functions, nor under
+    ``if TYPE_CHECKING:``."""
+    names: set[str] = set()
+    for node in body:
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.If):
+            if not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
+                names |= _import_time_imports(node.body)
+            names |= _import_time_imports(node.orelse)
+        elif isinstance(node, ast.Try):
+            for block in (node.body, node.orelse, node.finalbody, *(h.body for h in node.handlers)):
+                names |= _import_time_imports(block)
+        elif isinstance(node, ast.ClassDef):
+            names |= _import_time_imports(node.body)
+    return names
+
+
+def test_only_the_flavor_imports_zenml_at_import_time() -> None:
+    """``import cas_store``, ``cas_store.maintenance`` and ``cas_store.cli`` stay free of zenml:
+    the ZenML lookups (maintenance/zenml_runs.py) and the scheme hook import it when called."""
+    offenders = {
+        name: sorted(
+            i for i in _import_time_imports(tree.body) if i.split(".")[0] == "zenml" or i == "cas_store.zenml"
+        )
+        for name, tree in _modules().items()
+        if name != "zenml.py"
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+    lookups = _imports(_modules()["maintenance/zenml_runs.py"])
+    assert "zenml.client" in lookups and "cas_store.zenml" in lookups  # inside its functions
