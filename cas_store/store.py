@@ -121,7 +121,8 @@ class Store:
             return self._marker
         with self._marker_lock:
             if self._marker is None and (create or not self._no_marker):
-                self._marker = self._load_marker(create, gc_grace or self.config.gc_grace)
+                grace = self.config.gc_grace if gc_grace is None else gc_grace
+                self._marker = self._load_marker(create, grace)
                 # A store not created yet has no paths to read either: reads need not ask again.
                 self._no_marker = self._marker is None
             return self._marker

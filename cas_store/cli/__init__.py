@@ -9,6 +9,7 @@ that does not exist), with ``cas-store: error: <message>`` on stderr.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,8 +19,10 @@ import click
 
 from cas_store import __version__
 from cas_store.cli._output import (
+    DurationType,
     SizeType,
     emit_json,
+    format_duration,
     format_size,
     progress_bars,
     table,
@@ -30,7 +33,7 @@ from cas_store.errors import CASStoreError
 if TYPE_CHECKING:
     from cas_store.cache import LocalCache
     from cas_store.filesystem import CASFileSystem
-    from cas_store.maintenance import VerifyReport
+    from cas_store.maintenance import StoreInfo, VerifyReport
     from cas_store.maintenance.zenml_runs import RunUsage, ZenMLArtifact, ZenMLArtifactStore
     from cas_store.store import Store
 
@@ -290,7 +293,12 @@ def stats(opts: _Options, root: str | None, zenml_run: str | None) -> None:
         (
             "reclaimable",
             f"{with_bytes(result.reclaimable_bytes)} in {result.unreferenced_blobs:,} unreferenced "
-            "blobs (for the collector, which is not available yet)",
+            "blobs (cas-store gc frees those older than the store's gc grace)",
+        ),
+        (
+            "in quarantine",
+            f"{with_bytes(result.quarantine_bytes)} in {result.quarantine_blobs:,} copies "
+            "(freed by the next collection that is due)",
         ),
     ]
     if result.missing_blobs:
@@ -456,6 +464,11 @@ def verify(opts: _Options, root: str, deep: bool, sample: float | None, seed: in
             f"checked {report.root}: {report.entries:,} entries, {report.chunks:,} chunk references, "
             f"{report.blobs:,} blobs{hashed}"
         )
+        if report.quarantined:
+            click.echo(
+                f"{report.quarantined:,} blobs are in the collector's quarantine (read from there; "
+                "the next due collection restores them)"
+            )
         for line in _problems(report):
             click.echo(line)
         click.echo("ok" if report.ok else "FAILED: the paths above cannot be read in full")
@@ -629,3 +642,151 @@ def cache_clear(opts: _Options) -> None:
         emit_json({"removed_blobs": removed})
         return
     click.echo(f"removed {removed:,} blobs")
+
+
+# -- init, upgrade, gc -------------------------------------------------------------------
+
+
+def _store_rows(info: StoreInfo) -> list[tuple[str, str]]:
+    rows = [
+        ("store", info.root),
+        ("format", f"version {info.version}"),
+        ("store id", info.store_id or "(none: format 1)"),
+        ("hash", info.hash_algorithm),
+        ("chunker", f"{info.chunker['name']} {info.chunker['params']}"),
+    ]
+    if info.gc is not None:
+        gc = info.gc
+        rows.append(
+            (
+                "gc grace",
+                f"{format_duration(gc['grace'])} (quarantine delay {format_duration(gc['delta'])}, "
+                f"writers re-check proofs older than {format_duration(gc['validity'] - gc['publish'])})",
+            )
+        )
+    return rows
+
+
+@main.command(short_help="Create a store, choosing its garbage-collection grace period.")
+@click.argument("root")
+@click.option(
+    "--gc-grace",
+    type=DurationType(),
+    help="Grace period of garbage collection, e.g. 24h (default), 7d, or 2s for a test store. "
+    "Fixed for the store's life.",
+)
+@_pass
+def init(opts: _Options, root: str, gc_grace: float | None) -> None:
+    """Create a store (bucket format 2) at ROOT, an empty prefix. On an existing store with
+    the same settings, reports it; with other settings, fails (they never change)."""
+    from cas_store.maintenance import init_store
+
+    info = init_store(opts.filesystem(root).store(), gc_grace)
+    if opts.as_json:
+        emit_json(info.to_dict())
+        return
+    click.echo("created the store:" if info.created else "already a store (nothing changed):")
+    table(_store_rows(info))
+
+
+@main.command(short_help="Convert a format-1 store to format 2 (needed before gc).")
+@click.argument("root")
+@click.option("--gc-grace", type=DurationType(), help="Grace period of garbage collection (default 24h).")
+@_pass
+def upgrade(opts: _Options, root: str, gc_grace: float | None) -> None:
+    """Rewrite the marker of the format-1 store at ROOT as format 2: same hash and chunker,
+    a new store id and the collection durations. Files are not touched."""
+    from cas_store.maintenance import upgrade_store
+
+    info = upgrade_store(opts.filesystem(root).store(), gc_grace)
+    if opts.as_json:
+        emit_json(info.to_dict())
+        return
+    if not info.created:
+        click.echo("already at format 2 (nothing changed):")
+        table(_store_rows(info))
+        return
+    click.echo("upgraded to format 2:")
+    table(_store_rows(info))
+    assert info.gc is not None
+    click.echo(
+        "\nProcesses that opened this store before the upgrade still write as format 1, without the "
+        "rules that make collection safe. `cas-store gc` waits "
+        f"{format_duration(info.gc['delta'])} before its first collection unless you pass "
+        "--no-v1-writers once every such process has exited."
+    )
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "when re-driven"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@main.command(short_help="Free the space no file uses (a dry run unless --yes).")
+@click.argument("root")
+@click.option("--yes", is_flag=True, help="Act: quarantine unreferenced blobs, free due ones.")
+@click.option(
+    "--break-lease", is_flag=True, help="Take the lease of a collector that crashed (it looks busy)."
+)
+@click.option(
+    "--no-v1-writers",
+    is_flag=True,
+    help="Confirm that no process that opened the store as format 1 still runs (after upgrade).",
+)
+@_pass
+def gc(opts: _Options, root: str, yes: bool, break_lease: bool, no_v1_writers: bool) -> None:
+    """Collect the garbage of the store at ROOT: content no file names any more.
+
+    Safe while other processes, on any machine, read and write the store. A collection moves
+    unreferenced blobs older than the store's gc grace period to quarantine, and frees them
+    at a later collection at least one grace period after; files written meanwhile that name
+    them get them back. Without --yes, reports what it would do and changes nothing.
+    Exit code 1 if a blob a file names was found nowhere (run cas-store verify).
+    """
+    from cas_store.maintenance import collect
+
+    store = opts.filesystem(root).store()
+    with opts.progress() as progress:
+        report = collect(
+            store,
+            dry_run=not yes,
+            progress=progress,
+            break_lease=break_lease,
+            v1_writers_gone=no_v1_writers,
+        )
+    if opts.as_json:
+        emit_json(report.to_dict())
+    else:
+        grace = store.gc.grace if store.gc is not None else 0.0
+        verb = ("would quarantine", "would free") if report.dry_run else ("quarantined", "freed")
+        rows = [
+            ("store", report.root),
+            ("mode", "dry run: nothing changed (pass --yes to collect)" if report.dry_run else "collected"),
+            (
+                verb[0],
+                f"{report.candidates:,} unreferenced blobs older than {format_duration(grace)}, "
+                f"{with_bytes(report.candidate_bytes)}",
+            ),
+            (verb[1], f"{report.freed_blobs:,} quarantined blobs, {with_bytes(report.freed_bytes)}"),
+        ]
+        if not report.dry_run:
+            rows.append(("restored", f"{report.restored_blobs:,} blobs that new files name"))
+        if report.dry_run:
+            rows.append(("reclaimable", with_bytes(report.reclaimable_bytes)))
+        rows.append(("in quarantine", with_bytes(report.quarantine_bytes)))
+        for status in report.pending:
+            rows.append(
+                (
+                    "pending",
+                    f"run {status.run}: {status.blobs:,} blobs, {format_size(status.bytes)}, "
+                    f"freed by a collection after {_when(status.due_at)}",
+                )
+            )
+        table(rows)
+        for warning in report.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        for key in report.lost:
+            click.echo(f"lost: {key} is named by a file but in neither place", err=True)
+    if report.lost:
+        opts.ctx.exit(EXIT_PROBLEMS)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cas_store.maintenance import Progress
+from cas_store.safety import check_grace
 
 _UNITS = {
     "": 1,
@@ -80,11 +81,15 @@ def parse_duration(text: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """``1d``, ``6h``, ``15m``, ``2s``, ``0.5s``: the largest unit that divides it, else seconds."""
-    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+    """``1d``, ``5h45m``, ``15m``, ``2s``, ``0.479s``: whole units down to seconds."""
+    if seconds < 60 and seconds != int(seconds):
+        return f"{seconds:.3g}s"
+    rest, parts = round(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts) or "0s"
 
 
 if TYPE_CHECKING:
@@ -94,15 +99,19 @@ else:
 
 
 class DurationType(_FloatParam):
+    """A grace period: a duration of at least :data:`~cas_store.safety.MIN_GC_GRACE`."""
+
     name = "DURATION"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         if isinstance(value, int | float):
             return float(value)
         try:
-            return parse_duration(str(value))
+            seconds = parse_duration(str(value))
+            check_grace(seconds)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+        return seconds
 
 
 def format_size(n: int) -> str:

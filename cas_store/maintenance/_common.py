@@ -36,18 +36,24 @@ def blobs_prefix(store: Store) -> str:
 
 def iter_blob_objects(store: Store, progress: Progress | None = None) -> Iterator[ObjectInfo]:
     """Every object under the store's ``blobs/`` prefix, one listing page at a time."""
-    prefix = blobs_prefix(store)
+    return iter_objects(store, blobs_prefix(store), progress, "listing blobs")
+
+
+def iter_objects(
+    store: Store, prefix: str, progress: Progress | None = None, phase: str = "listing"
+) -> Iterator[ObjectInfo]:
+    """Every object under ``prefix`` (a full key prefix), one listing page at a time."""
     token: str | None = None
     seen = 0
     while True:
         page = store.objects.run(
-            f"listing the blobs of {store.root.uri}",
+            f"listing s3://{store.root.bucket}/{prefix}",
             functools.partial(store.objects.list_page, prefix, token=token),
         )
         yield from page.objects
         seen += len(page.objects)
         if progress is not None:
-            progress("listing blobs", seen, None)
+            progress(phase, seen, None)
         if page.next_token is None:
             return
         token = page.next_token

@@ -542,8 +542,12 @@ class _Collector:
             return
         for start in range(0, len(blobs), self.batch_size):
             self._redrive_batch(run, blobs[start : start + self.batch_size], report)
-        self._stamp(self._run_key(run, STATE), {"phase": "quarantined", "wall": self.clock()})
+        wall = self.clock()
+        self._stamp(self._run_key(run, STATE), {"phase": "quarantined", "wall": wall})
         report.redriven_runs.append(run)
+        report.pending.append(
+            RunStatus(run, "quarantined", len(blobs), sum(b.size for b in blobs), wall + self.gc.delta)
+        )
         self._step("p1:quarantined", run)
 
     def _redrive_batch(self, run: str, batch: list[_Blob], report: GCReport) -> None:
@@ -584,9 +588,11 @@ class _Collector:
         wall = float(state.get("wall", 0))
         due_at = wall + self.gc.delta
         if dry_run:
-            if self.clock() >= due_at:
-                report.freed_blobs += len(blobs)
-                report.freed_bytes += sum(b.size for b in blobs)
+            if self.clock() >= due_at:  # the server's clock is asked only by acting
+                named, _ = self._mark(self._changed_since(run))
+                freed = [b for b in blobs if b.key not in named]
+                report.freed_blobs += len(freed)
+                report.freed_bytes += sum(b.size for b in freed)
             else:
                 report.pending.append(
                     RunStatus(run, "quarantined", len(blobs), sum(b.size for b in blobs), due_at)
@@ -599,14 +605,7 @@ class _Collector:
             )
             return
         self._step("p2:due", run)
-        snapshot = self._get_lines(self._run_key(run, L1))
-        l1 = (
-            None
-            if snapshot is None or not self.etags_follow_bodies
-            else {r["rel"]: r["etag"] for r in snapshot}
-        )
-        # Without L1 (or with ETags that do not follow bodies) every entry is read.
-        named, _ = self._mark(None if l1 is None else lambda rel, etag: l1.get(rel) != etag)
+        named, _ = self._mark(self._changed_since(run))
         self._step("p2:listed", run)
         wanted = [b for b in blobs if b.key in named]
         outcomes = self._run(
@@ -640,6 +639,16 @@ class _Collector:
         if await self.objects.copy(self._quarantine_key(blob, run), blob.key, if_absent=True):
             return "restored"
         return "missing"
+
+    def _changed_since(self, run: str) -> Callable[[str, str], bool] | None:
+        """Phase 2 reads the entries that are new or changed since the run's L1 (R2'): a
+        filter for :meth:`_mark`; None (read every entry) without L1, or on a server whose
+        ETags do not follow the body."""
+        snapshot = self._get_lines(self._run_key(run, L1))
+        if snapshot is None or not self.etags_follow_bodies:
+            return None
+        l1 = {r["rel"]: r["etag"] for r in snapshot}
+        return lambda rel, etag: l1.get(rel) != etag
 
     def _finish(self, run: str, objects: dict[str, ObjectInfo]) -> None:
         """Step 4: delete the run's logs, L1 and phase-2 marker, then its state."""

@@ -89,8 +89,16 @@ def upgrade_store(
         raise CASStoreError(f"the marker of {store.root.uri} vanished while upgrading: run the upgrade again")
     current = Marker.decode(found[0], store.where())
     if current.version >= 2:
+        have = current.gc
+        if gc_grace is not None and (have is None or have.grace != GCDurations.from_grace(gc_grace).grace):
+            raise IncompatibleStoreError(
+                f"{store.root.uri} is already at format 2, with gc_grace "
+                f"{'?' if have is None else f'{have.grace:g} s'}; a store's settings are fixed: "
+                "use another root for another gc_grace"
+            )
         return StoreInfo.of(store, current, created=False)
-    new = current.upgraded(gc_grace or DEFAULT_GC_GRACE, f"cas_store {__version__}", clock())
+    grace = DEFAULT_GC_GRACE if gc_grace is None else gc_grace
+    new = current.upgraded(grace, f"cas_store {__version__}", clock())
     result = objects.run(
         f"upgrading {store.root.uri}", lambda: objects.put(key, new.encode(), if_match=found[1].etag)
     )

@@ -1,5 +1,6 @@
-"""Check a store against its invariants: every blob an entry names is at its key (B2), with
-the right size and, with ``deep``, the right content (B1); inline content matches its digest.
+"""Check a store against its invariants: every blob an entry names is at its key or in the
+collector's quarantine (B2), with the right size and, with ``deep``, the right content (B1);
+inline content matches its digest.
 
 The check costs one listing of ``blobs/`` (not a HEAD per chunk), one listing of the
 manifest and the GETs of the entries the local mirror does not hold at their listed
@@ -25,6 +26,7 @@ from cas_store.hashing import hash_bytes, new_hasher
 from cas_store.maintenance._common import (
     Progress,
     iter_blob_objects,
+    iter_objects,
     iter_records,
     require_store,
 )
@@ -57,6 +59,9 @@ class VerifyReport:
     #: Blobs downloaded and hashed (``deep``; a sample of them with ``sample``), and bytes.
     blobs_hashed: int = 0
     bytes_hashed: int = 0
+    #: Distinct blobs entries name that are in the collector's quarantine, not at their key:
+    #: readers find them there (rule R, docs/gc.md) and the collection restores them.
+    quarantined: int = 0
     #: Dangling paths: path -> digests of its chunks that are not in the bucket.
     missing: dict[str, list[str]] = field(default_factory=dict)
     #: digest -> the corrupt blob and the paths that use it.
@@ -78,6 +83,7 @@ class VerifyReport:
             "entries": self.entries,
             "chunks": self.chunks,
             "blobs": self.blobs,
+            "quarantined": self.quarantined,
             "blobs_hashed": self.blobs_hashed,
             "bytes_hashed": self.bytes_hashed,
             "missing": self.missing,
@@ -144,6 +150,12 @@ def verify(
     require_store(store)
     report = VerifyReport(store.root.uri, deep)
     present = {obj.key: obj.size for obj in iter_blob_objects(store, progress)}
+    # gc/q/<alg>/<d0d1>/<d2d3>/<digest>/<run>: blob keys held in quarantine.
+    in_quarantine = {
+        store.blobs.key(o.key.split("/")[-6], o.key.split("/")[-2])
+        for o in iter_objects(store, store.root.gc_key("q") + "/", progress, "listing quarantine")
+    }
+    quarantined: set[str] = set()
     report_lock = threading.Lock()
     # Blobs present with the right size: key -> (algorithm, digest, size), for ``deep``.
     sound: dict[str, tuple[str, str, int]] = {}
@@ -161,7 +173,9 @@ def verify(
             report.chunks += 1
             key = store.blobs.key(entry.algorithm, chunk.digest)
             found = present.get(key)
-            if found is None:
+            if found is None and key in in_quarantine:
+                quarantined.add(key)
+            elif found is None:
                 _add(report.missing.setdefault(record.rel, []), chunk.digest)
                 store.forget_blob(key)  # so that writing the content again uploads it
             elif found != chunk.size:
@@ -173,6 +187,7 @@ def verify(
             else:
                 sound[key] = (entry.algorithm, chunk.digest, chunk.size)
     report.blobs = len(sound) + len(report.corrupt)
+    report.quarantined = len(quarantined)
     del present
     if not deep:
         return report

@@ -191,3 +191,26 @@ def test_exclusive_create_refuses_an_existing_path(make_store: StoreFactory) -> 
     with pytest.raises(FileExistsError, match="another writer"):
         late.close()  # the conditional PUT of the entry refuses
     assert read(store, "g") == b"another writer was faster"
+
+
+def test_a_store_wiped_and_created_again_is_not_trusted_from_memory(
+    make_store: StoreFactory, memory: MemoryObjectStore
+) -> None:
+    """The memo and mirror are keyed by the marker's store_id (C2): after the prefix is
+    wiped and a new store created at the same root, nothing remembered of the old one counts."""
+    data = random.Random(7).randbytes(MiB + 5)
+    first = make_store(entry_ttl=3600)
+    write(first, "f", data)
+    old_id = first.id
+    assert first.blob_proof(first.blobs.key("xxh128", hash_bytes("xxh128", data[:MiB]))) is not None
+    memory.run("wipe", lambda: memory.delete_many(memory.keys("root/")))
+
+    hooked = HookedObjectStore(memory)
+    second = make_store(hooked, entry_ttl=3600)  # the same cache directory: the same machine
+    assert second.resolve("f") is not None  # entry_ttl: still the mirror's answer, no request...
+    assert hooked.calls == []
+    write(second, "g", data)  # ...but a writer loads the marker: a new store, a new id
+    assert second.id != old_id
+    assert hooked.count("put", "root/blobs/") == 2  # the memo's proofs of the old store are not used
+    assert second.resolve("f") is None
+    assert read(make_store(cache="fresh"), "g") == data
