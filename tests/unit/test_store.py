@@ -214,3 +214,26 @@ def test_a_store_wiped_and_created_again_is_not_trusted_from_memory(
     assert hooked.count("put", "root/blobs/") == 2  # the memo's proofs of the old store are not used
     assert second.resolve("f") is None
     assert read(make_store(cache="fresh"), "g") == data
+
+
+def test_the_marker_decides_gc_grace_for_an_existing_store(make_store: StoreFactory) -> None:
+    write(make_store(gc_grace=2), "a", b"x" * 20_000)
+    later = make_store(gc_grace=3600, cache="other")
+    assert later.gc is not None and later.gc.grace == 2  # the configuration is for new stores only
+
+
+def test_memo_rows_prove_blobs_for_at_most_v(make_store: StoreFactory, memory: MemoryObjectStore) -> None:
+    """W2: a memo row is trusted for min(blob_memo_ttl, V); V is 900 s with gc_grace = 3600."""
+    now = [1_000_000.0]
+    hooked = HookedObjectStore(memory)
+    store = make_store(hooked, clock=lambda: now[0], gc_grace=3600, blob_memo_ttl=7200)
+    data = random.Random(3).randbytes(MiB)
+    write(store, "a", data)
+    key = store.blobs.key("xxh128", hash_bytes("xxh128", data))
+    now[0] += 899
+    assert store.blob_proof(key) is not None
+    now[0] += 2
+    assert store.blob_proof(key) is None  # older than V, though younger than the memo's ttl
+    hooked.calls.clear()
+    write(store, "b", data)
+    assert hooked.count("head", key) == 1 and hooked.count("put", key) == 0
