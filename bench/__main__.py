@@ -1,6 +1,14 @@
-"""``python -m bench``: the benchmark suite against the peers (see bench/README.md)."""
+"""``python -m bench``: the benchmark suite against the peers (see bench/README.md).
+
+``python -m bench gc [...]`` runs the collector benchmark instead (:mod:`bench.gc`).
+"""
 
 import sys
+
+if sys.argv[1:2] == ["gc"]:
+    from bench.gc import main as gc_main
+
+    sys.exit(gc_main(sys.argv[2:]))
 
 from bench.suite import main
 
