@@ -1,12 +1,12 @@
 """``python -m bench``: the benchmark suite against the peers (see bench/README.md).
 
-``python -m bench gc [...]`` runs the collector benchmark instead (:mod:`bench.gc`).
+``python -m bench gc [...]`` runs the collector benchmark instead (:mod:`bench.collection`).
 """
 
 import sys
 
 if sys.argv[1:2] == ["gc"]:
-    from bench.gc import main as gc_main
+    from bench.collection import main as gc_main
 
     sys.exit(gc_main(sys.argv[2:]))
 

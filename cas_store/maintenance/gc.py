@@ -255,7 +255,7 @@ class _Collector:
             runs = self._runs()
             self._orphans(copies, runs, report, dry_run)
             for run in sorted(runs):
-                self._drive(run, runs[run], copies, report, dry_run)
+                self._drive(run, runs[run], report, dry_run)
             self._phase1(report, dry_run, v1_writers_gone)
             remaining = self._list(self.root.gc_key("q") + "/") if not dry_run else copies
             report.quarantine_bytes = sum(c.size for c in remaining)
@@ -455,12 +455,11 @@ class _Collector:
         """Copy each logged blob to quarantine (unless copied already), check, delete its main key."""
 
         async def copy(blob: _Blob) -> bool:
+            # The run's key is new (a re-drive passes only blobs it found uncopied): no HEAD first.
             dest = self._quarantine_key(blob, run)
+            if not await self.objects.copy(blob.key, dest):
+                return False  # gone already (another run moved it): nothing to do
             existing = await self.objects.head(dest)
-            if existing is None:
-                if not await self.objects.copy(blob.key, dest):
-                    return False  # gone already (another run moved it): nothing to do
-                existing = await self.objects.head(dest)
             if existing is None or existing.size != blob.size:
                 raise CASStoreError(
                     f"the quarantine copy s3://{self.root.bucket}/{dest} is not the {blob.size} bytes of "
@@ -515,7 +514,6 @@ class _Collector:
         self,
         run: str,
         objects: dict[str, ObjectInfo],
-        copies: list[ObjectInfo],
         report: GCReport,
         dry_run: bool,
     ) -> None:
@@ -636,7 +634,8 @@ class _Collector:
         """Phase 2, step 3 for one named blob: ``present``, ``restored`` or ``missing``."""
         if await self.objects.head(blob.key) is not None:
             return "present"
-        if await self.objects.copy(self._quarantine_key(blob, run), blob.key, if_absent=True):
+        # Unconditional: a writer that re-uploaded it since the HEAD wrote the same bytes.
+        if await self.objects.copy(self._quarantine_key(blob, run), blob.key):
             return "restored"
         return "missing"
 
@@ -679,7 +678,7 @@ class _Collector:
         async def restore(blob: _Blob, key: str) -> bool:
             if await self.objects.head(blob.key) is not None:
                 return False
-            return await self.objects.copy(key, blob.key, if_absent=True)
+            return await self.objects.copy(key, blob.key)  # identical bytes if raced
 
         restored = self._run(
             "restoring orphaned quarantine copies",

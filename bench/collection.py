@@ -1,7 +1,7 @@
 """Garbage collection: the requests and time of a collection, per 10,000 entries (issue 8).
 
     python -m bench gc [--quick] [--entries N] [--removed F] [--out DIR] [--keep] [--timeout S]
-    python -m bench.gc ...   (the same)
+    python -m bench.collection ...   (the same)
 
 Builds a store with ``gc_grace = 2`` (``cas-store init --gc-grace 2s``) on moto (in this
 process, on 127.0.0.1) holding N files (default 10,000; 1,000 with ``--quick``) of 2-64 KiB,
@@ -252,7 +252,7 @@ class Harness:
         start = time.perf_counter()
         try:
             proc = subprocess.run(
-                [sys.executable, "-m", "bench.gc", "--child", str(path)],
+                [sys.executable, "-m", "bench.collection", "--child", str(path)],
                 cwd=self.base,
                 env=self.env,
                 capture_output=True,
@@ -280,7 +280,7 @@ class Harness:
         stderr_path = self.base / "tasks" / f"{name}.stderr"
         with open(stderr_path, "w") as stderr:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.gc", "--child", str(path)],
+                [sys.executable, "-m", "bench.collection", "--child", str(path)],
                 cwd=self.base,
                 env=self.env,
                 stdin=subprocess.PIPE,
@@ -342,7 +342,7 @@ class Harness:
                 )
                 err = stack.enter_context(open(self.base / "tasks" / f"{name}.stderr", "w+"))
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "bench.gc", "--child", str(path)],
+                    [sys.executable, "-m", "bench.collection", "--child", str(path)],
                     cwd=self.base,
                     env=self.env,
                     stdout=subprocess.DEVNULL,
