@@ -1,17 +1,27 @@
-"""Pure parts of bucket format v1: paths, keys, the marker and manifest entries."""
+"""Bucket formats 1 and 2: paths, keys, the marker, manifest entries, and every test vector
+of docs/format.md (section 9)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from cas_store.backend import MemoryObjectStore
 from cas_store.chunking import ChunkerSpec
 from cas_store.errors import IncompatibleStoreError, IntegrityError, InvalidPathError
 from cas_store.format import Chunk, Entry, Marker
 from cas_store.hashing import hash_bytes
 from cas_store.layout import Root, blob_relkey, split_path
+from cas_store.maintenance import collect
 from cas_store.safety import GCDurations
+from tests.support.wrappers import HookedObjectStore
+from tests.unit.conftest import StoreFactory
 
 
 def test_blob_key_has_two_level_hex_fanout() -> None:
@@ -134,17 +144,17 @@ def test_marker_round_trip_and_incompatible_versions() -> None:
 
 @pytest.mark.parametrize("algorithm", ["xxh128", "sha256", "blake3"])
 def test_hash_algorithms_are_stable(algorithm: str) -> None:
+    """The test vectors of docs/format.md section 6."""
     known = {
+        "xxh128": "06b05ab6733a618578af5f94892f3950",
         "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
         "blake3": "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85",
     }
-    digest = hash_bytes(algorithm, b"abc")
-    if algorithm in known:
-        assert digest == known[algorithm]
-    else:
+    assert hash_bytes(algorithm, b"abc") == known[algorithm]
+    if algorithm == "xxh128":
         import xxhash
 
-        assert digest == xxhash.xxh3_128_hexdigest(b"abc")
+        assert known["xxh128"] == xxhash.xxh3_128_hexdigest(b"abc")
 
 
 @pytest.mark.parametrize("chunk_size", [True, 0, 1024, 6 * 2**30, "8"])
@@ -248,6 +258,11 @@ def test_v2_marker_with_unsafe_gc_durations_is_incompatible(field: str, value: o
         ("chunker", {"name": "rabin-from-the-future"}, "does not know"),
         ("chunker", {"name": "fixed", "params": {"size": 12}}, "misconfigured"),
         ("gc", None, "gc"),
+        ("version", 3, "version 3"),
+        ("version", 2.0, "version 2.0"),
+        ("version", True, "version True"),
+        ("store_id", "3F9C2A6E0B7D4E18A5C1F2D3E4B5A697", "store_id"),
+        ("upgraded_at", "yesterday", "upgraded_at"),
     ],
 )
 def test_v2_marker_fields_are_checked(field: str, value: object, match: str) -> None:
@@ -255,6 +270,28 @@ def test_v2_marker_fields_are_checked(field: str, value: object, match: str) -> 
     doc[field] = value
     with pytest.raises(IncompatibleStoreError, match=match):
         Marker.decode(json.dumps(doc).encode(), "t")
+
+
+@pytest.mark.parametrize(("field", "match"), [("store_id", "store_id"), ("chunker", "chunker"), ("gc", "gc")])
+def test_v2_marker_without_a_field_is_incompatible(field: str, match: str) -> None:
+    doc = json.loads(V2_MARKER)
+    del doc[field]
+    with pytest.raises(IncompatibleStoreError, match=match):
+        Marker.decode(json.dumps(doc).encode(), "t")
+
+
+def test_v2_fixed_chunker_defaults() -> None:
+    """docs/format.md 3.3: an absent ``params`` is ``{}``, and ``fixed`` without ``size`` is 8 MiB."""
+    doc = json.loads(V2_MARKER)
+    doc["chunker"] = {"name": "fixed"}
+    chunker = Marker.decode(json.dumps(doc).encode(), "t").chunker_spec.build()
+    assert chunker.max_size == 8388608
+
+
+def test_v2_marker_ignores_unknown_fields_and_chunk_size() -> None:
+    doc = json.loads(V2_MARKER)
+    doc.update({"chunk_size": 4 * 2**20, "unknown-future-field": 1})
+    assert Marker.decode(json.dumps(doc).encode(), "t") == Marker.decode(V2_MARKER, "t")
 
 
 def test_v1_marker_upgrades_to_v2_with_the_same_hash_and_chunker() -> None:
@@ -273,3 +310,224 @@ def test_a_v1_reader_refuses_a_v2_marker() -> None:
     this test repeats): a writer without rule W never writes to a version 2 store."""
     doc = json.loads(Marker.new("xxh128", ChunkerSpec("fixed", {"size": 2**20}), 60, "t").encode())
     assert doc["version"] != 1
+
+
+# -- the other test vectors of docs/format.md section 9 -----------------------------------
+
+#: docs/format.md 3.2: a version 1 marker as cas_store 0.1 wrote it.
+V1_MARKER = b"""{
+ "chunk_size": 8388608,
+ "created_by": "cas_store 0.1.0",
+ "format": "cas_store",
+ "hash_algorithm": "xxh128",
+ "version": 1
+}
+"""
+
+#: docs/format.md section 9: V1_MARKER upgraded (gc_grace 86400, at 1796170705.5).
+UPGRADED_MARKER = b"""{
+ "chunker": {
+  "name": "fixed",
+  "params": {
+   "size": 8388608
+  }
+ },
+ "created_by": "cas_store 0.2.0",
+ "format": "cas_store",
+ "gc": {
+  "delta": 86400.0,
+  "grace": 86400.0,
+  "min_age": 86400.0,
+  "publish": 900.0,
+  "validity": 21600.0
+ },
+ "hash_algorithm": "xxh128",
+ "store_id": "3f9c2a6e0b7d4e18a5c1f2d3e4b5a697",
+ "upgraded_at": 1796170705.5,
+ "version": 2
+}
+"""
+
+VECTOR_STORE_ID = b"3f9c2a6e0b7d4e18a5c1f2d3e4b5a697"
+VECTOR_RUN = "20261201T221500Z-1a2b3c4d"
+
+
+def test_v1_marker_test_vector_round_trips() -> None:
+    marker = Marker.decode(V1_MARKER, "t")
+    assert marker == Marker(1, "xxh128", 8 * 2**20, "cas_store 0.1.0")
+    assert marker.encode() == V1_MARKER
+    assert marker.chunker_spec == ChunkerSpec("fixed", {"size": 8 * 2**20})
+    assert (marker.store_id, marker.gc) == (None, None)
+
+
+def test_upgraded_marker_test_vector() -> None:
+    upgraded = Marker.decode(V1_MARKER, "t").upgraded(86400, "cas_store 0.2.0", now=1796170705.5)
+    assert upgraded.store_id is not None
+    assert upgraded.encode() == UPGRADED_MARKER.replace(VECTOR_STORE_ID, upgraded.store_id.encode())
+    decoded = Marker.decode(UPGRADED_MARKER, "t")
+    assert decoded.upgraded_at == 1796170705.5
+    assert decoded.encode() == UPGRADED_MARKER
+    # the same marker as a store created as version 2, but for upgraded_at
+    assert UPGRADED_MARKER.replace(b' "upgraded_at": 1796170705.5,\n', b"") == V2_MARKER
+
+
+def test_key_test_vectors() -> None:
+    digest = hash_bytes("xxh128", b"x" * 100000)
+    assert digest == "0fe996a84987456bd8b99a30e426ac41"
+    root = Root.parse("s3cas://bkt/zenml")
+    assert root.marker_key() == "zenml/cas-store.json"
+    assert root.blob_key("xxh128", digest) == "zenml/blobs/xxh128/0f/e9/0fe996a84987456bd8b99a30e426ac41"
+    assert (
+        root.quarantine_key("xxh128", digest, VECTOR_RUN)
+        == "zenml/gc/q/xxh128/0f/e9/0fe996a84987456bd8b99a30e426ac41/20261201T221500Z-1a2b3c4d"
+    )
+    assert root.gc_key("runs", VECTOR_RUN, "state.json") == f"zenml/gc/runs/{VECTOR_RUN}/state.json"
+    assert root.gc_key("lease") == "zenml/gc/lease"
+    assert root.manifest_key("runs/1/model.pt") == "zenml/manifest/runs/1/model.pt"
+
+
+def test_entry_test_vectors() -> None:
+    inline_line = (
+        b'{"v":1,"size":12,"algorithm":"xxh128","digest":"eefac9d87100cd1336b2e733a5484425",'
+        b'"chunks":[],"inline":"aGVsbG8gd29ybGQK"}'
+    )
+    chunked_line = (
+        b'{"v":1,"size":100000,"algorithm":"xxh128","digest":"0fe996a84987456bd8b99a30e426ac41",'
+        b'"chunks":[{"digest":"0fe996a84987456bd8b99a30e426ac41","size":100000}]}'
+    )
+    hello = b"hello world\n"
+    inline = Entry(len(hello), "xxh128", hash_bytes("xxh128", hello), inline=hello)
+    assert inline.encode() == inline_line
+    assert Entry.decode(inline_line, "t") == inline
+    data = b"x" * 100000
+    digest = hash_bytes("xxh128", data)
+    chunked = Entry(len(data), "xxh128", digest, chunks=(Chunk(digest, len(data)),))
+    assert chunked.encode() == chunked_line
+    assert Entry.decode(chunked_line, "t") == chunked
+
+
+@pytest.mark.parametrize(
+    ("grace", "delta", "validity", "publish", "min_age", "recheck_after"),
+    [
+        (86400, 86400.0, 21600.0, 900.0, 86400.0, 20700.0),
+        (2, 2.0, 0.5, 0.020833333333333332, 2.0, 0.4791666666666667),
+        (604800, 604800.0, 151200.0, 900.0, 604800.0, 150300.0),  # P capped at 15 min
+    ],
+)
+def test_gc_durations_test_vectors(
+    grace: float, delta: float, validity: float, publish: float, min_age: float, recheck_after: float
+) -> None:
+    """docs/format.md section 9: exactly the numbers a marker records (JSON floats), and V - P."""
+    durations = GCDurations.from_grace(grace)
+    gc = {"delta": delta, "grace": float(grace), "min_age": min_age, "publish": publish, "validity": validity}
+    assert durations.to_dict() == gc
+    assert json.dumps(durations.to_dict(), sort_keys=True) == json.dumps(gc, sort_keys=True)
+    assert durations.recheck_after == recheck_after
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1796170705.5
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _json(memory: MemoryObjectStore, key: str) -> Any:
+    return json.loads(memory.data(key))
+
+
+def _jsonl(memory: MemoryObjectStore, key: str) -> list[Any]:
+    body = memory.data(key).decode()
+    assert body.endswith("\n")
+    for line in body.splitlines():  # each line as json.dumps(doc, sort_keys=True) writes it
+        assert line == json.dumps(json.loads(line), sort_keys=True)
+    return [json.loads(line) for line in body.splitlines()]
+
+
+def test_collector_keys_and_documents(make_store: StoreFactory) -> None:
+    """docs/format.md section 7: the keys and documents a collection writes under gc/."""
+    clock = _Clock()
+    memory = MemoryObjectStore("bkt", clock=clock)
+    recorder = HookedObjectStore(memory)
+    store = make_store(objects=recorder, clock=clock, gc_grace=2)
+    root = store.root
+    kept, gone = b"k" * 100000, b"g" * 100000
+    for rel, data in (("keep", kept), ("gone", gone)):
+        with store.open_write(rel, rel) as f:
+            f.write(data)
+    store.remove(["gone"])
+    digest = hash_bytes("xxh128", gone)
+    etag = memory.objects[root.manifest_key("keep")][1].etag
+    started = clock.now = clock.now + 3  # older than G = 2 s
+    seen: dict[str, Any] = {}
+
+    def hook(step: str, run: str) -> None:
+        prefix = root.gc_key("runs", run) + "/"
+        if step == "p1:started":
+            seen["marking"] = memory.data(prefix + "state.json")
+            seen["lease"] = _json(memory, root.gc_key("lease"))
+        elif step == "p1:logged":
+            seen["l1"] = _jsonl(memory, prefix + "l1.jsonl")
+            seen["q-0"] = _jsonl(memory, prefix + "q-0.jsonl")
+        elif step == "p1:moved":
+            seen["copy"] = memory.data(root.quarantine_key("xxh128", digest, run))
+            seen["main"] = memory.keys(root.blob_key("xxh128", digest))
+        elif step == "p1:quarantined":
+            seen["quarantined"] = _json(memory, prefix + "state.json")
+        elif step == "p2:due":
+            seen["phase2"] = memory.data(prefix + "phase2")
+        elif step == "p2:done":
+            seen["left"] = memory.keys(root.gc_key() + "/")
+
+    first = collect(store, dry_run=False, clock=clock, hook=hook)
+    run = first.run
+    assert run is not None
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}", run)
+    assert run.startswith(f"{dt.datetime.fromtimestamp(started, dt.UTC):%Y%m%dT%H%M%SZ}-")
+    # state.json, compact JSON with sorted keys; the lease
+    assert seen["marking"] == json.dumps({"phase": "marking", "wall": started}, sort_keys=True).encode()
+    assert seen["lease"] == {
+        "expires": started + 2,  # min(3600, delta)
+        "host": seen["lease"]["host"],
+        "pid": os.getpid(),
+        "run": run,
+        "wall": started,
+    }
+    assert isinstance(seen["lease"]["host"], str)
+    # L1 (logical paths, the ETag as read) and the intent log of batch 0
+    assert seen["l1"] == [{"etag": etag, "rel": "keep"}]
+    assert seen["q-0"] == [{"algorithm": "xxh128", "digest": digest, "size": len(gone)}]
+    # the move: the quarantine copy holds the blob's bytes, the main key is gone
+    assert (seen["copy"], seen["main"]) == (gone, [])
+    assert seen["quarantined"] == {"phase": "quarantined", "wall": started}
+    # the probes of the self-test, at the invocation's run id, deleted at once
+    assert recorder.calls.count(("put", root.gc_key(f"probe-{run}"))) == 2
+    assert ("copy", root.gc_key(f"probe-{run}-copy")) in recorder.calls
+    assert sorted(memory.keys(root.gc_key() + "/")) == sorted(
+        [root.quarantine_key("xxh128", digest, run)]
+        + [root.gc_key("runs", run, n) for n in ("state.json", "l1.jsonl", "q-0.jsonl")]
+    )
+
+    due = clock.now = clock.now + 3  # Δ = 2 s later, by both clocks
+    second = collect(store, dry_run=False, clock=clock, hook=hook)
+    assert run in second.finished_runs
+    assert seen["phase2"] == json.dumps({"wall": due}, sort_keys=True).encode()
+    assert seen["left"] == [root.gc_key("lease")]  # the run's keys and copies are gone
+    assert memory.keys(root.gc_key() + "/") == []  # no run, copy, lease or probe left
+
+
+def test_format_md_states_exactly_these_vectors() -> None:
+    """The byte-exact vectors of docs/format.md are the ones this file checks."""
+    text = (Path(__file__).parents[2] / "docs" / "format.md").read_text(encoding="utf-8")
+    blocks = [b.encode() for b in re.findall(r"```(?:json)?\n(.*?)```", text, re.S)]
+    assert blocks.count(V2_MARKER) == 2  # the example of 3.3 and the vector of section 9
+    assert V1_MARKER in blocks
+    assert UPGRADED_MARKER in blocks
+    hello, data = b"hello world\n", b"x" * 100000
+    digest = hash_bytes("xxh128", data)
+    entries = [
+        Entry(len(hello), "xxh128", hash_bytes("xxh128", hello), inline=hello).encode(),
+        Entry(len(data), "xxh128", digest, chunks=(Chunk(digest, len(data)),)).encode(),
+    ]
+    assert b"\n".join(entries) + b"\n" in blocks
