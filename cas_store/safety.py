@@ -81,7 +81,11 @@ class GCDurations:
     def from_dict(cls, doc: Any, where: str) -> GCDurations:
         try:
             names = ("grace", "delta", "validity", "publish", "min_age")
-            durations = cls(**{k: float(doc[k]) for k in names})
+            values = {k: doc[k] for k in names}
+            bad = [k for k, v in values.items() if isinstance(v, bool) or not isinstance(v, int | float)]
+            if bad:
+                raise TypeError(f"{', '.join(bad)} must be numbers of seconds")
+            durations = cls(**{k: float(v) for k, v in values.items()})
         except (KeyError, TypeError, ValueError) as exc:
             raise IncompatibleStoreError(
                 f"the store at {where} has a malformed 'gc' object in its marker ({exc!r}): restore it"

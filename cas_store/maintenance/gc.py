@@ -251,6 +251,7 @@ class _Collector:
         try:
             if not dry_run:
                 self._self_test()
+                self._delete_stale_probes()
             copies = self._list(self.root.gc_key("q") + "/")  # before the runs (orphans, below)
             runs = self._runs()
             self._orphans(copies, runs, report, dry_run)
@@ -507,6 +508,11 @@ class _Collector:
                 "safely on this server"
             )
         self.etags_follow_bodies = etag1 != etag2
+
+    def _delete_stale_probes(self) -> None:
+        """Probe objects of collectors killed during their self-test (other runs' only)."""
+        stale = [o.key for o in self._list(self.root.gc_key("probe-")) if self.lease_run not in o.key]
+        self._delete(stale)
 
     # -- phase 2 and re-drives ---------------------------------------------------------------
 

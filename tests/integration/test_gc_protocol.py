@@ -605,3 +605,13 @@ def test_phase_two_reads_only_new_or_changed_entries(world: World) -> None:
     phase2 = calls.calls[marks["p2:due"] : marks["p2:listed"]]
     read_in_phase2 = sorted(k for m, k in phase2 if m == "get" and k.startswith(manifest))
     assert read_in_phase2 == [store.root.manifest_key("f0"), store.root.manifest_key("f9")]
+
+
+def test_probes_left_by_a_killed_collector_are_deleted(tmp_path: Path) -> None:
+    clock = Clock()
+    world = World("memory", MemoryObjectStore("bkt", clock=clock), clock, tmp_path, {})
+    store, _ = garbage(world)
+    stale = store.root.gc_key("probe-20200101T000000Z-deadbeef")
+    world.objects.run("put", lambda: world.objects.put(stale, b"x"))
+    world.collect()
+    assert not exists(world.objects, stale)
