@@ -22,11 +22,11 @@ from cas_store import __version__, reader, writer
 from cas_store.backend.base import ObjectStore
 from cas_store.blobs import Blobs
 from cas_store.cache import LocalCache
-from cas_store.chunking import Chunker, FixedChunker
+from cas_store.chunking import Chunker, configured_chunker
 from cas_store.config import StoreConfig
 from cas_store.errors import CacheError, IncompatibleStoreError, StoreOfflineError
 from cas_store.fileobj import WriteFile
-from cas_store.format import DEFAULT_CHUNK_SIZE, Entry, Marker
+from cas_store.format import Entry, Marker
 from cas_store.hashing import DEFAULT_ALGORITHM
 from cas_store.layout import Root
 from cas_store.manifest import Listed, Manifest, Record
@@ -168,7 +168,7 @@ class Store:
             return None
         marker = Marker.new(
             self.config.hash_algorithm or DEFAULT_ALGORITHM,
-            FixedChunker(self.config.chunk_size or DEFAULT_CHUNK_SIZE).spec(),
+            configured_chunker(self.config.chunker, self.config.chunk_size).spec(),
             gc_grace,
             f"cas_store {__version__}",
         )
@@ -194,6 +194,15 @@ class Store:
             )
         wanted_size = self.config.chunk_size
         spec = marker.chunker_spec
+        wanted_chunker = self.config.chunker or ("fixed" if wanted_size is not None else None)
+        if wanted_chunker is not None and wanted_chunker != spec.name:
+            raise IncompatibleStoreError(
+                f"the store {self.root.uri} cuts files with the chunker {spec.name!r} "
+                f"({dict(spec.params)}) but the configuration asks for {wanted_chunker!r}"
+                f"{f' chunks of {wanted_size} bytes' if wanted_size is not None else ''}: drop "
+                "chunker and chunk_size from the configuration (identical files would otherwise "
+                "stop deduplicating) or use a new root"
+            )
         declared = spec.params.get("size") if spec.name == "fixed" else None
         if wanted_size is not None and wanted_size != declared:
             raise IncompatibleStoreError(

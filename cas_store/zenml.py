@@ -70,6 +70,7 @@ STORE_OPTION_FIELDS = (
     "hash_algorithm",
     "inline_threshold",
     "chunk_size",
+    "chunker",
     "max_concurrency",
     "connect_timeout",
     "read_timeout",
@@ -166,7 +167,14 @@ class S3CASArtifactStoreConfig(BaseArtifactStoreConfig, AuthenticationConfigMixi
     )
     chunk_size: int | None = Field(
         default=_DEFAULTS["chunk_size"],
-        description="Files are stored as chunks (blobs) of this many bytes; None: the store's (8 MiB).",
+        description="For a new store: fixed chunks (blobs) of this many bytes instead of "
+        "content-defined ones. None: the store's chunker. An existing store's marker decides.",
+    )
+    chunker: str | None = Field(
+        default=_DEFAULTS["chunker"],
+        description="For a new store: 'fastcdc2020' (content-defined chunks of about 2 MiB, the "
+        "default unless chunk_size is given) or 'fixed' (chunk_size, else 8 MiB). An existing "
+        "store keeps its chunker; naming another is an error.",
     )
     max_concurrency: int = Field(
         default=_DEFAULTS["max_concurrency"], description="Concurrent S3 requests per transfer."

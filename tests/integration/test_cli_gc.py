@@ -190,7 +190,9 @@ def test_init_creates_a_format_2_marker(cli: CLI, s3client: Any, bucket: str) ->
     assert marker["store_id"] == doc["store_id"] and len(marker["store_id"]) == 32
     int(marker["store_id"], 16)
     assert marker["hash_algorithm"] == doc["hash_algorithm"] == "xxh128"
-    assert marker["chunker"] == doc["chunker"] == {"name": "fixed", "params": {"size": 8 * MiB}}
+    # New stores cut content-defined chunks (docs/format.md 3.3.1).
+    fastcdc = {"min_size": 512 * 1024, "avg_size": 2 * MiB, "max_size": 8 * MiB, "normalization": 2}
+    assert marker["chunker"] == doc["chunker"] == {"name": "fastcdc2020", "params": fastcdc}
     assert marker["gc"] == {"grace": 2.0, "delta": 2.0, "validity": 0.5, "publish": 2 / 96, "min_age": 2.0}
     assert "upgraded_at" not in marker and "chunk_size" not in marker
     assert list(_listing(s3client, bucket)) == ["store/cas-store.json"]  # nothing else written

@@ -222,7 +222,8 @@ MEMORY_PROBE = textwrap.dedent(
     if mode == "write":
         with fs.open(f"s3cas://{bucket}/store/big", "wb") as f:
             for i in range(size // len(block)):
-                block[:8] = i.to_bytes(8, "big")  # every chunk distinct: nothing deduplicates
+                for at in range(0, len(block), 2**16):  # every chunk distinct, fixed or
+                    block[at : at + 8] = (i * 64 + at // 2**16).to_bytes(8, "big")  # CDC: no dedup
                 f.write(block)
     else:
         n = 0
