@@ -17,6 +17,7 @@ MiB = 2**20
 GiB = 2**30
 
 CHUNKER_CHOICES = ("fastcdc2020", "fixed")
+READ_AHEAD_POLICIES = ("auto", "none", "all")
 EVICTION_POLICIES = ("least-recently-stored", "least-recently-used", "least-frequently-used", "none")
 
 
@@ -83,6 +84,11 @@ class StoreConfig:
     # bit rot that keeps size and mtime). Costs about a quarter of a warm read's time; content
     # is always verified when it enters the cache, and modified cache files are always caught.
     verify_reads: bool = True
+    # How reads fetch the chunks of a file not in the local cache: "auto" fetches what a read
+    # covers, reads ahead while access is sequential (1, 2, 4, up to 8 chunks) and fetches
+    # every chunk at once for a whole read; "none" only what reads cover; "all" everything at
+    # open. Opening a file fetches nothing with "auto" and "none".
+    read_ahead: str = "auto"
     # How long "this blob is in the bucket" is trusted without asking again (on a version 2
     # store also at most the marker's validity V, docs/gc.md rule W2).
     blob_memo_ttl: float = 3600.0
@@ -94,6 +100,10 @@ class StoreConfig:
     def __post_init__(self) -> None:
         if self.hash_algorithm is not None:
             check_algorithm(self.hash_algorithm)
+        if self.read_ahead not in READ_AHEAD_POLICIES:
+            raise ValueError(
+                f"read_ahead must be one of {', '.join(READ_AHEAD_POLICIES)}, not {self.read_ahead!r}"
+            )
         if self.cache_eviction_policy not in EVICTION_POLICIES:
             raise ValueError(
                 f"cache_eviction_policy must be one of {', '.join(EVICTION_POLICIES)}, "

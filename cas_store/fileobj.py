@@ -73,6 +73,9 @@ class SeekableReader(io.BufferedIOBase):
         if self.closed:
             raise ValueError("I/O operation on closed file")
 
+    def expect_full_read(self) -> None:
+        """A hint: everything from the position on is about to be read (fetch it all now)."""
+
     def _read_into(self, view: memoryview) -> int:
         """Fill ``view`` from the current position; return the bytes read (0 at the end)."""
         raise NotImplementedError
@@ -198,6 +201,8 @@ class ReadFile(SeekableReader):
     def read(self, size: int | None = -1) -> bytes:
         self._ensure_open()
         self._whole = self._pos == 0 and (size is None or size < 0 or size >= self.size)
+        if self._whole and isinstance(self._handle, SeekableReader):
+            self._handle.expect_full_read()
         try:
             return super().read(size)
         except _Refetch:

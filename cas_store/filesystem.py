@@ -205,7 +205,7 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 if store.is_dir(rel):
                     raise IsADirectoryError(f"{display} is a directory")
                 raise FileNotFoundError(f"no such file: {display}")
-            return store.open_read(record, display)
+            return store.open_read(record, display, kwargs.get("read_ahead"))
         if mode in ("wb", "xb"):
             if not autocommit:
                 raise NotImplementedError(
@@ -226,8 +226,10 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
         return super().open(path, mode, **kwargs)
 
     def cat_file(self, path: Any, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
-        with self.open(path, "rb") as f:
-            if start is None and end is None:
+        ranged = start is not None or end is not None
+        # A range fetches the chunks that cover it and nothing ahead (a whole read: all at once).
+        with self.open(path, "rb", read_ahead="none" if ranged else None) as f:
+            if not ranged:
                 return f.read()  # type: ignore[no-any-return]  # a whole read is verified
             size = f.size
             start = 0 if start is None else (start if start >= 0 else max(size + start, 0))

@@ -14,8 +14,11 @@ import io
 import logging
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
+from cas_store import config
 from cas_store.errors import (
     BlobCorruptError,
     BlobMissingError,
@@ -25,7 +28,7 @@ from cas_store.errors import (
 )
 from cas_store.fileobj import ReadFile, SeekableReader
 from cas_store.format import DEFAULT_CHUNK_SIZE, Chunk, Entry
-from cas_store.hashing import hash_bytes, hash_file
+from cas_store.hashing import hash_bytes, hash_file, new_hasher
 
 if TYPE_CHECKING:
     from cas_store.manifest import Record
@@ -37,8 +40,20 @@ log = logging.getLogger(__name__)
 DOWNLOAD_PART = DEFAULT_CHUNK_SIZE
 
 
-def open_read(store: Store, record: Record, display_path: str) -> io.BufferedIOBase:
-    """A verified, seekable reader of the entry's content."""
+#: Read-ahead policies (``StoreConfig.read_ahead``): ``auto`` fetches the chunks a read
+#: covers, reads ahead while access is sequential (1, 2, 4, then 8 chunks) and fetches every
+#: chunk at once for a whole read; ``none`` fetches only the chunks reads cover; ``all``
+#: fetches every chunk when the file is opened.
+READ_AHEAD_POLICIES = config.READ_AHEAD_POLICIES
+#: The largest read-ahead window of ``auto``, in chunks.
+MAX_READ_AHEAD = 8
+
+
+def open_read(
+    store: Store, record: Record, display_path: str, read_ahead: str | None = None
+) -> io.BufferedIOBase:
+    """A verified, seekable reader of the entry's content. Opening fetches nothing; reads
+    fetch the chunks they cover (and more, by ``read_ahead``: the store's policy if None)."""
     entry = record.entry
     if entry.inline is not None:
         if hash_bytes(entry.algorithm, entry.inline) != entry.digest:
@@ -47,16 +62,16 @@ def open_read(store: Store, record: Record, display_path: str) -> io.BufferedIOB
                 "its digest; the entry is corrupt: write the file again"
             )
         return io.BytesIO(entry.inline)
+    policy = read_ahead or store.config.read_ahead
+    if policy not in READ_AHEAD_POLICIES:
+        raise ValueError(f"read_ahead must be one of {', '.join(READ_AHEAD_POLICIES)}, not {policy!r}")
 
     def discard() -> None:
         for chunk in entry.chunks:
             store.cache.discard(entry.algorithm, chunk.digest)
 
     def source() -> BinaryIO:
-        if len(entry.chunks) == 1:
-            return open_chunk(store, entry.algorithm, entry.chunks[0])
-        prefetch(store, entry.algorithm, entry.chunks)
-        return ChunkedReader(display_path, entry, store)  # type: ignore[return-value]
+        return ChunkedReader(display_path, entry, store, policy)  # type: ignore[return-value]
 
     return ReadFile(
         display_path,
@@ -78,26 +93,74 @@ def open_chunk(store: Store, algorithm: str, chunk: Chunk) -> BinaryIO:
     return fetch(store, algorithm, chunk)
 
 
-def prefetch(store: Store, algorithm: str, chunks: tuple[Chunk, ...]) -> None:
-    """Bring the chunks the cache lacks into it, ``max_concurrency`` downloads at a time."""
-    missing = {c.digest: c for c in chunks if not store.cache.has_blob(algorithm, c.digest)}
-    if not missing:
-        return
-    with concurrent.futures.ThreadPoolExecutor(store.config.max_concurrency) as pool:
-        futures = [pool.submit(fetch, store, algorithm, c) for c in missing.values()]
-    for future in futures:  # all done: close every handle, then raise the first failure
-        if future.exception() is None:
-            future.result().close()
-    for future in futures:
-        future.result()
+class Downloads:
+    """The downloads of one store: a shared pool of workers, bounded by bytes in flight.
+
+    Chunks are small and many (hundreds per GiB with content-defined chunking), so a
+    count of requests says little about memory or bandwidth; the budget admits a download
+    while the bytes of those running stay within ``max_bytes`` (one at a time if a single
+    chunk is larger). One pool for every open file of the store: no pool per open.
+    """
+
+    def __init__(self, max_bytes: int, workers: int) -> None:
+        self.max_bytes = max_bytes
+        self._in_flight = 0
+        self._outstanding = 0  # submitted and not done
+        self._cond = threading.Condition()
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="cas_store-download")
+
+    def submit(
+        self, store: Store, algorithm: str, chunk: Chunk, cancelled: threading.Event
+    ) -> concurrent.futures.Future[BinaryIO]:
+        """Fetch the chunk in the background, unless ``cancelled`` is set before it starts."""
+        with self._cond:
+            self._outstanding += 1
+        future = self._pool.submit(fetch, store, algorithm, chunk, cancelled)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _: concurrent.futures.Future[BinaryIO]) -> None:
+        with self._cond:
+            self._outstanding -= 1
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no submitted download is queued or running; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._outstanding == 0, timeout)
+
+    @contextlib.contextmanager
+    def budget(self, n: int) -> Iterator[None]:
+        """Hold ``n`` bytes of the budget while the block runs."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._in_flight == 0 or self._in_flight + n <= self.max_bytes)
+            self._in_flight += n
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._in_flight -= n
+                self._cond.notify_all()
 
 
-def fetch(store: Store, algorithm: str, chunk: Chunk) -> BinaryIO:
+def fetch(store: Store, algorithm: str, chunk: Chunk, cancelled: threading.Event | None = None) -> BinaryIO:
     """Download a blob, verify it, put it in the cache and return an open handle on it.
 
     A cache that cannot take the blob (disk full, directory unusable) does not fail the
-    read: the verified bytes are served from an unlinked temporary file instead.
+    read: the verified bytes are served from an unlinked temporary file instead. Another
+    reader may have cached it meanwhile: then no download. ``cancelled`` (set by a reader's
+    ``close``) stops a read-ahead that has not started downloading.
     """
+    cached = store.cache.open_blob(algorithm, chunk.digest)
+    if cached is not None:
+        return cached
+    with store.downloads.budget(chunk.size):
+        if cancelled is not None and cancelled.is_set():
+            raise concurrent.futures.CancelledError(f"read-ahead of blob {chunk.digest} cancelled")
+        return _fetch(store, algorithm, chunk)
+
+
+def _fetch(store: Store, algorithm: str, chunk: Chunk) -> BinaryIO:
     try:
         fd, tmp = store.cache.temp_file(".download")
     except CacheError as exc:
@@ -164,22 +227,23 @@ def _download_from(
     store: Store, algorithm: str, chunk: Chunk, fd: int, key: str, quarantine: bool = False
 ) -> bool:
     """Download ``key`` into ``fd`` and verify it; False if there is no such object (or, for
-    a quarantine copy, if it is not the blob: a damaged copy is skipped, never served)."""
+    a quarantine copy, if it is not the blob: a damaged copy is skipped, never served).
+
+    The bytes are hashed as they arrive when they arrive in order (one ranged GET: every
+    blob up to ``DOWNLOAD_PART``), else the file is hashed once it is complete.
+    """
+    sink = _WritingSink(fd, algorithm)
     try:
         os.ftruncate(fd, chunk.size)
-        store.blobs.download(
-            algorithm,
-            chunk.digest,
-            chunk.size,
-            DOWNLOAD_PART,
-            lambda at, data: os.pwrite(fd, data, at),
-            key=key,
-        )
+        store.blobs.download(algorithm, chunk.digest, chunk.size, DOWNLOAD_PART, sink, key=key)
     except ObjectNotFoundError:
         return False
-    with os.fdopen(fd, "rb", closefd=False) as raw:
-        raw.seek(0)
-        digest, size = hash_file(algorithm, raw)
+    if sink.in_order and sink.hashed == chunk.size:
+        digest, size = sink.hasher.hexdigest(), sink.hashed
+    else:
+        with os.fdopen(fd, "rb", closefd=False) as raw:
+            raw.seek(0)
+            digest, size = hash_file(algorithm, raw)
     if digest == chunk.digest and size == chunk.size:
         return True
     if quarantine:
@@ -194,30 +258,101 @@ def _download_from(
     )
 
 
-class ChunkedReader(SeekableReader):
-    """The concatenated chunks of an entry stored as several blobs, as one seekable file.
+class _WritingSink:
+    """Writes a download's bytes at their offsets and hashes them while they come in order.
 
+    A retried GET delivers offsets from the start of its range again: bytes already hashed
+    are skipped (a blob is immutable). Bytes out of order (parallel ranges) end the hashing.
+    """
+
+    def __init__(self, fd: int, algorithm: str) -> None:
+        self.fd = fd
+        self.hasher = new_hasher(algorithm)
+        self.hashed = 0
+        self.in_order = True
+
+    def __call__(self, offset: int, data: bytes) -> None:
+        os.pwrite(self.fd, data, offset)
+        if not self.in_order:
+            return
+        if offset > self.hashed:
+            self.in_order = False
+            return
+        skip = self.hashed - offset
+        if skip < len(data):
+            self.hasher.update(memoryview(data)[skip:])
+            self.hashed += len(data) - skip
+
+
+class ChunkedReader(SeekableReader):
+    """The concatenated chunks of an entry, as one seekable file, fetched as reads need them.
+
+    A read fetches the whole chunks that cover it, in parallel (whole, so that each is
+    verified before use); by the ``policy`` (:data:`READ_AHEAD_POLICIES`) it also reads
+    ahead. What is queued and not started yet is cancelled at :meth:`close`.
     :class:`~cas_store.fileobj.ReadFile` checks the whole-file digest on top.
     """
 
-    def __init__(self, path: str, entry: Entry, store: Store) -> None:
+    def __init__(self, path: str, entry: Entry, store: Store, policy: str = "auto") -> None:
         super().__init__(path, entry.size)
         self._entry = entry
         self._store = store
+        self._policy = policy
         self._starts: list[int] = []
         offset = 0
         for chunk in entry.chunks:
             self._starts.append(offset)
             offset += chunk.size
         self._open: tuple[int, BinaryIO] | None = None
+        self._queued: dict[int, concurrent.futures.Future[BinaryIO]] = {}
+        self._window = 1
+        self._last = -1  # the chunk read last
+        self._closed_event = threading.Event()  # cancels read-ahead not started yet
+        if policy == "all":
+            self.expect_full_read()
+
+    def expect_full_read(self) -> None:
+        """The caller reads everything from here on: fetch every chunk not cached, in parallel."""
+        if self._policy != "none":
+            for index in range(self._index_of(self._pos), len(self._entry.chunks)):
+                self._queue(index)
+
+    def _queue(self, index: int) -> None:
+        if index >= len(self._entry.chunks) or index in self._queued:
+            return
+        if self._open is not None and self._open[0] == index:
+            return
+        chunk = self._entry.chunks[index]
+        if self._store.cache.has_blob(self._entry.algorithm, chunk.digest):
+            return  # opened from the cache when needed
+        self._queued[index] = self._store.downloads.submit(
+            self._store, self._entry.algorithm, chunk, self._closed_event
+        )
+
+    def _index_of(self, pos: int) -> int:
+        return max(bisect.bisect_right(self._starts, pos) - 1, 0)
 
     def _handle(self, index: int) -> BinaryIO:
-        if self._open is None or self._open[0] != index:
-            if self._open is not None:
-                self._open[1].close()
-            chunk = self._entry.chunks[index]
-            self._open = (index, open_chunk(self._store, self._entry.algorithm, chunk))
-        return self._open[1]
+        if self._open is not None and self._open[0] == index:
+            return self._open[1]
+        if self._open is not None:
+            self._open[1].close()
+            self._open = None
+        self._queue(index)  # the chunk needed now goes first, ahead of any read-ahead
+        if self._policy == "auto":
+            # Sequential access doubles the window, up to MAX_READ_AHEAD; a seek resets it.
+            sequential = index == self._last + 1
+            self._window = min(2 * self._window, MAX_READ_AHEAD) if sequential and self._last >= 0 else 1
+            for ahead in range(index + 1, index + 1 + self._window):
+                self._queue(ahead)
+        self._last = index
+        queued = self._queued.pop(index, None)
+        chunk = self._entry.chunks[index]
+        handle = (
+            queued.result() if queued is not None else open_chunk(self._store, self._entry.algorithm, chunk)
+        )
+        self._open = (index, handle)
+        return handle
 
     def _locate(self) -> tuple[int, int, int]:
         """(chunk index, offset in it, bytes left in it) of the current position."""
@@ -225,10 +360,19 @@ class ChunkedReader(SeekableReader):
         within = self._pos - self._starts[index]
         return index, within, self._entry.chunks[index].size - within
 
+    def _cover(self, n: int) -> None:
+        """Queue every chunk that bytes [pos, pos + n) touch beyond the current one."""
+        first = self._index_of(self._pos)
+        last = self._index_of(min(self._pos + n, self.size) - 1)
+        for index in range(first + 1, last + 1):
+            self._queue(index)
+
     def _read_into(self, view: memoryview) -> int:
         if self._pos >= self.size or not view:
             return 0
         index, within, left = self._locate()
+        self._queue(index)
+        self._cover(len(view))
         handle = self._handle(index)
         handle.seek(within)
         n = int(handle.readinto(view[: min(len(view), left)]))  # type: ignore[attr-defined]
@@ -252,7 +396,18 @@ class ChunkedReader(SeekableReader):
         return data
 
     def close(self) -> None:
+        self._closed_event.set()
         if self._open is not None:
             self._open[1].close()
             self._open = None
+        for future in self._queued.values():
+            if not future.cancel():  # running or done: its handle is ours to close
+                future.add_done_callback(_close_result)
+        self._queued.clear()
         super().close()
+
+
+def _close_result(future: concurrent.futures.Future[BinaryIO]) -> None:
+    """Close what a read-ahead fetched for a reader that is gone (its failure is nobody's)."""
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()

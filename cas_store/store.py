@@ -70,6 +70,7 @@ class Store:
         self.location = f"{objects.endpoint}|{root.path}"
         self._marker: Marker | None = None
         self._remembered: Marker | None = None  # the mirror's copy of the marker, until it loads
+        self._downloads: reader.Downloads | None = None
         self._no_marker = False  # the bucket said there is no marker (and we have not created one)
         self._marker_lock = threading.Lock()
 
@@ -469,9 +470,24 @@ class Store:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def open_read(self, record: Record, display_path: str) -> io.BufferedIOBase:
-        """A verified reader of ``record``'s content (see :mod:`cas_store.reader`)."""
-        return reader.open_read(self, record, display_path)
+    def open_read(
+        self, record: Record, display_path: str, read_ahead: str | None = None
+    ) -> io.BufferedIOBase:
+        """A verified reader of ``record``'s content (see :mod:`cas_store.reader`); opening
+        fetches nothing, reads fetch what they cover and, by ``read_ahead``, more."""
+        return reader.open_read(self, record, display_path, read_ahead)
+
+    @property
+    def downloads(self) -> reader.Downloads:
+        """The store's shared download pool, bounded by bytes in flight (created on first use)."""
+        if self._downloads is None:
+            with self._marker_lock:
+                if self._downloads is None:
+                    # As many bytes in flight as max_concurrency fixed 8 MiB chunks: more, smaller
+                    # chunks (content-defined chunking) download more at a time in the same memory.
+                    budget = self.config.max_concurrency * reader.DOWNLOAD_PART
+                    self._downloads = reader.Downloads(budget, workers=4 * self.config.max_concurrency)
+        return self._downloads
 
 
 def _from_timestamp(ts: float) -> dt.datetime:

@@ -79,6 +79,7 @@ STORE_OPTION_FIELDS = (
     "blob_memo_ttl",
     "entry_ttl",
     "verify_reads",
+    "read_ahead",
     "gc_grace",
 )
 #: StoreConfig fields the artifact store fills in itself (credentials are resolved at
@@ -192,6 +193,11 @@ class S3CASArtifactStoreConfig(BaseArtifactStoreConfig, AuthenticationConfigMixi
     blob_memo_ttl: float = Field(
         default=_DEFAULTS["blob_memo_ttl"],
         description="Seconds a blob known to be in the bucket is trusted without asking S3.",
+    )
+    read_ahead: str = Field(
+        default=_DEFAULTS["read_ahead"],
+        description="How reads of uncached files fetch chunks: 'auto' (what a read covers, more "
+        "while reading sequentially, everything for a whole read), 'none' or 'all' (at open).",
     )
     gc_grace: float = Field(
         default=_DEFAULTS["gc_grace"],
