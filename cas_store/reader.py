@@ -308,6 +308,7 @@ class ChunkedReader(SeekableReader):
         self._window = 1
         self._last = -1  # the chunk read last
         self._closed_event = threading.Event()  # cancels read-ahead not started yet
+        self._cached: set[int] = set()  # chunks found in the local cache
         if policy == "all":
             self.expect_full_read()
 
@@ -318,12 +319,13 @@ class ChunkedReader(SeekableReader):
                 self._queue(index)
 
     def _queue(self, index: int) -> None:
-        if index >= len(self._entry.chunks) or index in self._queued:
+        if index >= len(self._entry.chunks) or index in self._queued or index in self._cached:
             return
         if self._open is not None and self._open[0] == index:
             return
         chunk = self._entry.chunks[index]
         if self._store.cache.has_blob(self._entry.algorithm, chunk.digest):
+            self._cached.add(index)  # asked once per reader: a warm read asks nothing more
             return  # opened from the cache when needed
         self._queued[index] = self._store.downloads.submit(
             self._store, self._entry.algorithm, chunk, self._closed_event
