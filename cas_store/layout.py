@@ -62,6 +62,14 @@ class Root:
     def quarantine_key(self, algorithm: str, digest: str, run: str) -> str:
         return self.quarantine_prefix(algorithm, digest) + run
 
+    def parse_quarantine_key(self, key: str) -> tuple[str, str, str] | None:
+        """``(algorithm, digest, run)`` of a quarantine key of this root; None for any other key."""
+        base = self.key(GC_DIR, "q") + "/"
+        parts = key[len(base) :].split("/") if key.startswith(base) else []
+        if len(parts) != 5 or self.quarantine_key(parts[0], parts[3], parts[4]) != key:
+            return None
+        return parts[0], parts[3], parts[4]
+
     def gc_key(self, *parts: str) -> str:
         """A key of the collector's own (``gc/runs/<run>/state.json``, ``gc/lease``, ...)."""
         return self.key(GC_DIR, *parts)

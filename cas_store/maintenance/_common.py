@@ -39,6 +39,14 @@ def iter_blob_objects(store: Store, progress: Progress | None = None) -> Iterato
     return iter_objects(store, blobs_prefix(store), progress, "listing blobs")
 
 
+def iter_quarantine(store: Store, progress: Progress | None = None) -> Iterator[tuple[ObjectInfo, str]]:
+    """Every quarantine copy of the store, with the main key of the blob it holds."""
+    for obj in iter_objects(store, store.root.gc_key("q") + "/", progress, "listing quarantine"):
+        parsed = store.root.parse_quarantine_key(obj.key)
+        if parsed is not None:  # a stray object under gc/q/ is no copy
+            yield obj, store.root.blob_key(parsed[0], parsed[1])
+
+
 def iter_objects(
     store: Store, prefix: str, progress: Progress | None = None, phase: str = "listing"
 ) -> Iterator[ObjectInfo]:

@@ -670,14 +670,13 @@ class _Collector:
     ) -> None:
         """Quarantine copies of no run (logs deleted by hand, say): copy back if the main key
         is missing, then delete. Listed before the runs, so a live run's copies have a run."""
-        prefix = self.root.gc_key("q") + "/"
         orphans = []
         for info in copies:
-            parts = info.key[len(prefix) :].split("/")
-            if len(parts) == 5 and parts[4] not in runs:
-                orphans.append(
-                    (_Blob(self.root.blob_key(parts[0], parts[3]), parts[0], parts[3], info.size), info.key)
-                )
+            parsed = self.root.parse_quarantine_key(info.key)
+            if parsed is not None and parsed[2] not in runs:
+                algorithm, digest, _ = parsed
+                blob = _Blob(self.root.blob_key(algorithm, digest), algorithm, digest, info.size)
+                orphans.append((blob, info.key))
         if not orphans or dry_run:
             return
 

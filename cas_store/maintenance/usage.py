@@ -18,7 +18,7 @@ from cas_store.errors import CASStoreError
 from cas_store.maintenance._common import (
     Progress,
     iter_blob_objects,
-    iter_objects,
+    iter_quarantine,
     iter_records,
     require_store,
 )
@@ -124,12 +124,10 @@ def usage(store: Store, progress: Progress | None = None) -> Usage:
     result.unreferenced_blobs = result.blobs - result.referenced_blobs
     result.unreferenced_bytes = result.blob_bytes - result.referenced_bytes
     quarantined: set[str] = set()
-    for obj in iter_objects(store, store.root.gc_key("q") + "/", progress, "listing quarantine"):
+    for obj, blob_key in iter_quarantine(store, progress):
         result.quarantine_blobs += 1
         result.quarantine_bytes += obj.size
-        # gc/q/<alg>/<d0d1>/<d2d3>/<digest>/<run>
-        algorithm, digest = obj.key.split("/")[-6], obj.key.split("/")[-2]
-        quarantined.add(store.blobs.key(algorithm, digest))
+        quarantined.add(blob_key)
     result.missing_blobs = len(referenced - found - quarantined)
     return result
 

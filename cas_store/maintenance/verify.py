@@ -26,7 +26,7 @@ from cas_store.hashing import hash_bytes, new_hasher
 from cas_store.maintenance._common import (
     Progress,
     iter_blob_objects,
-    iter_objects,
+    iter_quarantine,
     iter_records,
     require_store,
 )
@@ -150,11 +150,7 @@ def verify(
     require_store(store)
     report = VerifyReport(store.root.uri, deep)
     present = {obj.key: obj.size for obj in iter_blob_objects(store, progress)}
-    # gc/q/<alg>/<d0d1>/<d2d3>/<digest>/<run>: blob keys held in quarantine.
-    in_quarantine = {
-        store.blobs.key(o.key.split("/")[-6], o.key.split("/")[-2])
-        for o in iter_objects(store, store.root.gc_key("q") + "/", progress, "listing quarantine")
-    }
+    in_quarantine = {blob_key for _, blob_key in iter_quarantine(store, progress)}
     quarantined: set[str] = set()
     report_lock = threading.Lock()
     # Blobs present with the right size: key -> (algorithm, digest, size), for ``deep``.

@@ -531,3 +531,13 @@ def test_format_md_states_exactly_these_vectors() -> None:
         Entry(len(data), "xxh128", digest, chunks=(Chunk(digest, len(data)),)).encode(),
     ]
     assert b"\n".join(entries) + b"\n" in blocks
+
+
+def test_quarantine_keys_parse_back() -> None:
+    root = Root("b", "p")
+    digest = "0123456789abcdef0123456789abcdef"
+    key = root.quarantine_key("xxh128", digest, "20261201T221500Z-1a2b3c4d")
+    assert root.parse_quarantine_key(key) == ("xxh128", digest, "20261201T221500Z-1a2b3c4d")
+    assert root.parse_quarantine_key(root.blob_key("xxh128", digest)) is None
+    assert root.parse_quarantine_key("p/gc/q/xxh128/99/99/" + digest + "/run") is None  # wrong fan-out
+    assert root.parse_quarantine_key("p/gc/q/stray") is None
