@@ -87,10 +87,7 @@ def open_read(
 
 def open_chunk(store: Store, algorithm: str, chunk: Chunk) -> BinaryIO:
     """A handle on the chunk's bytes: from the cache, else fetched (and cached)."""
-    handle = store.cache.open_blob(algorithm, chunk.digest)
-    if handle is not None:
-        return handle
-    return fetch(store, algorithm, chunk)
+    return fetch(store, algorithm, chunk)  # which answers from the cache when it can
 
 
 class Downloads:
