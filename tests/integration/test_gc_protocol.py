@@ -326,7 +326,8 @@ def test_writes_shorter_than_v_minus_p_cost_no_extra_request(world: World) -> No
     calls.calls.clear()
     write(v1store, "a", os.urandom(2 * MiB))
     write(store, "b", os.urandom(2 * MiB))
-    assert [m for m, _ in other.calls] == [m for m, _ in calls.calls]
+    # As multisets: a file's chunks upload in parallel, so the order of requests varies.
+    assert sorted(m for m, _ in other.calls) == sorted(m for m, _ in calls.calls)
     assert counted  # (the first write of the v2 store also created it)
 
 
