@@ -25,6 +25,7 @@ A warm read costs nothing extra.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import logging
@@ -112,6 +113,50 @@ class AdoptingDisk(diskcache.Disk):  # type: ignore[misc]
 def _fingerprint(st: os.stat_result) -> str:
     # Any write through the file system changes mtime_ns; a rename keeps the inode.
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+
+#: How many verified cached files a process remembers (LRU): about 100 bytes each.
+_VERIFIED_MAX = 65536
+_verified: collections.OrderedDict[tuple[int, str, str], None] = collections.OrderedDict()
+_verified_lock = threading.Lock()
+
+
+def _verified_key(file: int | BinaryIO, digest: str) -> tuple[int, str, str] | None:
+    try:
+        st = os.fstat(file if isinstance(file, int) else file.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    return st.st_dev, _fingerprint(st), digest
+
+
+def trusted(file: int | BinaryIO, digest: str) -> bool:
+    """Whether this process already hashed the content of this very file (same device,
+    inode, size and mtime) and found ``digest``: then a read need not hash it again."""
+    key = _verified_key(file, digest)
+    with _verified_lock:
+        if key is None or key not in _verified:
+            return False
+        _verified.move_to_end(key)
+        return True
+
+
+def mark_verified(file: int | BinaryIO, digest: str) -> None:
+    """Record that the content of the open file (descriptor or handle) hashed to ``digest``."""
+    key = _verified_key(file, digest)
+    if key is None:
+        return
+    with _verified_lock:
+        _verified[key] = None
+        _verified.move_to_end(key)
+        while len(_verified) > _VERIFIED_MAX:
+            _verified.popitem(last=False)
+
+
+def forget_verified() -> None:
+    """Forget every file verified so far: the next read of each hashes it again (as in a
+    new process)."""
+    with _verified_lock:
+        _verified.clear()
 
 
 def _identity(path: Path) -> _Identity:
@@ -612,6 +657,11 @@ class LocalCache:
             raise _cache_error(self.directory, action, exc) from exc
 
     # -- blobs ---------------------------------------------------------------------------
+
+    @property
+    def size_limit(self) -> int:
+        """The bound on the bytes of cached blobs (diskcache evicts beyond it)."""
+        return self._size_limit
 
     def temp_file(self, suffix: str) -> tuple[int, str]:
         """A new file in the cache's tmp directory: (fd, path)."""

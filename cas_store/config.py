@@ -80,9 +80,12 @@ class StoreConfig:
     # every open/info asks S3, so another machine's overwrite or delete is seen at once. Raise
     # it for write-once paths (ZenML artifacts) to make warm reads free of network requests.
     entry_ttl: float = 0.0
-    # Check the whole-file digest whenever cached content is read from start to end (catches
-    # bit rot that keeps size and mtime). Costs about a quarter of a warm read's time; content
-    # is always verified when it enters the cache, and modified cache files are always caught.
+    # Check the whole-file digest when cached content is read from start to end (catches bit
+    # rot that keeps size and mtime): always for content read from several chunk files; for
+    # a file cached as one (a small file, or the whole-file copy of one read whole before),
+    # on its first full read in each process, then trusted while its fingerprint holds.
+    # Content is always verified when it enters the cache, and modified cache files are
+    # always caught. False: never checked again.
     verify_reads: bool = True
     # How reads fetch the chunks of a file not in the local cache: "auto" fetches what a read
     # covers, reads ahead while access is sequential (1, 2, 4, up to 8 chunks) and fetches

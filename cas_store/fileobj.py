@@ -9,7 +9,10 @@ shares: position, seek and tell, ``read`` into one buffer.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import io
+import os
 from collections.abc import Callable
 from types import TracebackType
 from typing import BinaryIO, Protocol
@@ -124,6 +127,35 @@ class SeekableReader(io.BufferedIOBase):
         return self.read(size)
 
 
+class LocalCopy(Protocol):
+    """Where a :class:`ReadFile` keeps the content it hands out in order from the start (a
+    whole-file copy for the local cache); kept only if the content matched its digest."""
+
+    def write(self, data: bytes | memoryview) -> None:
+        """The next bytes of the content (called in order, from offset 0)."""
+
+    def commit(self) -> None:
+        """The content is complete and verified: keep it."""
+
+    def abort(self) -> None:
+        """The copy will not be complete (or not verified): drop what was written."""
+
+
+#: Handed-out pieces at least this large are hashed (and copied) on a background thread,
+#: overlapping the next read; smaller ones inline, where a hand-off would cost more.
+BACKGROUND_MIN = 256 * 1024
+
+
+@functools.cache
+def _background_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """One thread for every reader of the process: work of one reader runs in its order.
+
+    xxhash and file writes release the GIL, so the hashing of one piece overlaps the
+    reading of the next.
+    """
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cas_store-verify")
+
+
 class ReadFile(SeekableReader):
     """A seekable reader over a local copy of a file's content.
 
@@ -132,6 +164,12 @@ class ReadFile(SeekableReader):
     single whole-content ``read()`` is repaired transparently through ``refetch``
     (which must return a fresh, verified handle); found later, it discards the
     cached copy through ``on_corrupt`` and raises :class:`IntegrityError`.
+
+    Pieces returned by ``read`` are immutable, so they are hashed on a background
+    thread while the caller reads on; the verdict still comes with the read that
+    reaches the end. ``copy`` (optional) receives the content read in order from the
+    start and is committed once it verified; ``on_verified`` is called when the content
+    matched its digest.
     """
 
     def __init__(
@@ -144,6 +182,8 @@ class ReadFile(SeekableReader):
         refetch: Callable[[], BinaryIO],
         on_corrupt: Callable[[], None],
         verify: bool = True,
+        copy: LocalCopy | None = None,
+        on_verified: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(path, size)
         self._handle = handle
@@ -152,50 +192,96 @@ class ReadFile(SeekableReader):
         self._refetch = refetch
         self._on_corrupt = on_corrupt
         self._hasher: Hasher | None = new_hasher(algorithm) if verify else None
-        self._hashed = 0  # bytes [0, _hashed) went through the hasher
+        self._hashed = 0  # bytes [0, _hashed) went (or are queued to go) through the hasher
         self._whole = False  # the read in progress started at 0 and covers everything
+        self._copy = copy
+        self._on_verified = on_verified
+        self._pending: list[concurrent.futures.Future[None]] = []  # background jobs not settled
 
     def _read_into(self, view: memoryview) -> int:
         self._handle.seek(self._pos)
         n = int(self._handle.readinto(view))  # type: ignore[attr-defined]
-        self._handed_out(view[:n])
+        self._handed_out(view[:n], owned=False)
         return n
 
     def _read_direct(self, n: int) -> bytes | None:
         self._handle.seek(self._pos)
-        if isinstance(self._handle, SeekableReader):
-            data = self._handle._read_direct(n)
-            if data is None:
-                return None
-        else:
-            data = self._handle.read(n)  # one cached file: as a local read
-            if len(data) < n:
-                raise IntegrityError(f"the cached copy of {self.path} is shorter than its entry says")
-        self._handed_out(data)
+        data = self._handle.read(n)  # a chunked reader fills one buffer across its chunks
+        if len(data) < n:
+            raise IntegrityError(f"the cached copy of {self.path} is shorter than its entry says")
+        self._handed_out(data, owned=True)
         return data
 
-    def _handed_out(self, data: bytes | memoryview) -> None:
-        """Account for ``data``, just read at the position: hash it, check at the end."""
+    def _handed_out(self, data: bytes | memoryview, owned: bool) -> None:
+        """Account for ``data``, just read at the position: hash it, check at the end.
+
+        ``owned``: nobody can change ``data`` any more (bytes handed out), so it may be
+        processed later, in the background; a caller's buffer is processed now.
+        """
         n = len(data)
-        if self._hasher is not None and self._pos == self._hashed and n:
-            self._hasher.update(data)
+        in_order = self._pos == self._hashed and n > 0
+        if self._copy is not None and not in_order:
+            self._drop_copy()  # a gap: the copy could never be complete
+        if in_order and (self._hasher is not None or self._copy is not None):
+            self._process(data, background=owned and n >= BACKGROUND_MIN)
             self._hashed += n
         self._pos += n
-        if self._pos >= self.size and not self._check():
-            self._on_corrupt()
-            if not self._whole:
-                raise IntegrityError(
-                    f"the cached copy of {self.path} was corrupt (digest mismatch); it has "
-                    "been discarded: open the file again to read it from S3"
-                )
-            raise _Refetch
+        if self._pos >= self.size:
+            if not self._check():
+                self._on_corrupt()
+                if not self._whole:
+                    raise IntegrityError(
+                        f"the cached copy of {self.path} was corrupt (digest mismatch); it has "
+                        "been discarded: open the file again to read it from S3"
+                    )
+                raise _Refetch
+            if self._copy is not None and self._hashed == self.size:
+                copy, self._copy = self._copy, None
+                self._later(copy.commit)
+
+    def _process(self, data: bytes | memoryview, background: bool) -> None:
+        hasher, copy = self._hasher, self._copy
+
+        def run() -> None:
+            if hasher is not None:
+                hasher.update(data)
+            if copy is not None:
+                copy.write(data)
+
+        if background:
+            self._later(run)
+        else:
+            self._settle()  # after what is queued: the hasher takes bytes in order
+            run()
+
+    def _later(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the background thread, after the jobs queued before it."""
+        self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
+        self._pending.append(_background_pool().submit(job))
+
+    def _settle(self) -> None:
+        """Wait for the background jobs; raise the first failure."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def _drop_copy(self) -> None:
+        copy, self._copy = self._copy, None
+        if copy is not None:
+            self._settle()
+            copy.abort()
 
     def _check(self) -> bool:
         """True if the content was fully hashed and matches (or was not fully hashed yet)."""
         if self._hasher is None or self._hashed < self.size:
             return True
+        self._settle()
         ok = self._hashed == self.size and self._hasher.hexdigest() == self._digest
         self._hasher = None  # checked once
+        if not ok:
+            self._drop_copy()
+        elif self._on_verified is not None:
+            self._on_verified()
         return ok
 
     def read(self, size: int | None = -1) -> bytes:
@@ -204,6 +290,10 @@ class ReadFile(SeekableReader):
         if self._whole and isinstance(self._handle, SeekableReader):
             self._handle.expect_full_read()
         try:
+            if self._whole and self._hasher is not None and self._hashed == 0 and self._copy is None:
+                data = self._read_verified_in_parallel()
+                if data is not None:
+                    return data
             return super().read(size)
         except _Refetch:
             pass
@@ -222,10 +312,52 @@ class ReadFile(SeekableReader):
                 "stored content or its manifest entry is corrupt; write the file again"
             ) from exc
 
+    def _read_verified_in_parallel(self) -> bytes | None:
+        """A whole read of one local file: hash the file from its own descriptor on the
+        background thread while this one reads it (a cached file does not change: it was
+        renamed into place, and a modified one fails the cache's fingerprint check)."""
+        try:
+            fd = self._handle.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            return None
+        if self.size < BACKGROUND_MIN:
+            return None
+        hasher = self._hasher
+        assert hasher is not None
+        self._later(lambda: hash_fd(hasher, fd, self.size))
+        self._hashed = self.size  # queued
+        self._handle.seek(0)
+        data = self._handle.read(self.size)
+        self._pos = len(data)
+        if len(data) < self.size:
+            self._settle()
+            raise IntegrityError(f"the cached copy of {self.path} is shorter than its entry says")
+        if not self._check():
+            self._on_corrupt()
+            raise _Refetch
+        return data
+
     def close(self) -> None:
         if not self.closed:
-            self._handle.close()
+            try:
+                self._drop_copy()
+                self._settle()
+            finally:
+                self._handle.close()
         super().close()
+
+
+def hash_fd(hasher: Hasher, fd: int, size: int, piece: int = 8 * 2**20) -> None:
+    """Feed bytes ``[0, size)`` of the file ``fd`` to ``hasher`` (positional reads)."""
+    buffer = bytearray(min(piece, max(size, 1)))
+    view = memoryview(buffer)
+    offset = 0
+    while offset < size:
+        n = os.preadv(fd, [view[: min(len(view), size - offset)]], offset)
+        if n == 0:
+            break
+        hasher.update(view[:n])
+        offset += n
 
 
 class _Refetch(Exception):

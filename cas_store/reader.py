@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import concurrent.futures
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -18,7 +19,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
-from cas_store import config
+from cas_store import cache, config
 from cas_store.errors import (
     BlobCorruptError,
     BlobMissingError,
@@ -67,22 +68,103 @@ def open_read(
         raise ValueError(f"read_ahead must be one of {', '.join(READ_AHEAD_POLICIES)}, not {policy!r}")
 
     def discard() -> None:
+        store.cache.discard(entry.algorithm, entry.digest)  # a whole-file copy, if any
         for chunk in entry.chunks:
             store.cache.discard(entry.algorithm, chunk.digest)
 
     def source() -> BinaryIO:
         return ChunkedReader(display_path, entry, store, policy)  # type: ignore[return-value]
 
+    # The content as one cached file: the blob of a one-chunk file, or the whole-file copy of
+    # a file of several chunks that was read whole before (cached under the digest of its
+    # content): a warm read is then one local file, not one per chunk.
+    whole = store.cache.open_blob(entry.algorithm, entry.digest)
+    verify = store.config.verify_reads
+    on_verified = None
+    if whole is not None and verify:
+        # Hashed on its first full read in this process; trusted while it stays that file.
+        verify = not cache.trusted(whole, entry.digest)
+        on_verified = functools.partial(cache.mark_verified, whole, entry.digest)
+    copy = None
+    if (
+        whole is None
+        and len(entry.chunks) > 1
+        and verify
+        and entry.size <= store.cache.size_limit // WHOLE_COPY_SHARE
+    ):
+        copy = WholeCopy(store, entry.algorithm, entry.digest)
     return ReadFile(
         display_path,
-        source(),
+        whole if whole is not None else source(),
         entry.size,
         entry.algorithm,
         entry.digest,
         refetch=source,  # after on_corrupt discarded the cached copies: fetches afresh
         on_corrupt=discard,
-        verify=store.config.verify_reads,
+        verify=verify,
+        copy=copy,
+        on_verified=on_verified,
     )
+
+
+#: A whole-file copy is made only of files up to this fraction of the cache's size: it
+#: takes the space of the file again, and should not evict the chunks it was read from.
+WHOLE_COPY_SHARE = 4
+
+
+class WholeCopy:
+    """A whole-file copy for the local cache, written as a file is read in order from the
+    start (by :class:`~cas_store.fileobj.ReadFile`, on its background thread) and kept, under
+    the content's digest, once the content verified. Best effort: a cache that cannot take
+    it costs the reader nothing but the copy."""
+
+    def __init__(self, store: Store, algorithm: str, digest: str) -> None:
+        self._cache = store.cache
+        self._algorithm = algorithm
+        self._digest = digest
+        self._fd: int | None = None
+        self._path: str | None = None
+        self._failed = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self._failed:
+            return
+        try:
+            if self._fd is None:
+                self._fd, self._path = self._cache.temp_file(".whole")
+            with memoryview(data) as whole:
+                view = whole
+                while view:
+                    view = view[os.write(self._fd, view) :]
+        except (OSError, CacheError) as exc:
+            log.debug("not keeping a whole-file copy of %s: %s", self._digest, exc)
+            self._failed = True
+            self.abort()
+
+    def commit(self) -> None:
+        if self._failed or self._fd is None or self._path is None:
+            return
+        fd, self._fd = self._fd, None
+        path, self._path = self._path, None
+        try:
+            # Its content was hashed as it was written: born verified (the rename into the
+            # cache keeps the inode and mtime the fingerprint is made of).
+            if self._cache.adopt(self._algorithm, self._digest, path):
+                cache.mark_verified(fd, self._digest)
+        except CacheError as exc:
+            log.debug("not keeping a whole-file copy of %s: %s", self._digest, exc)
+        finally:
+            os.close(fd)
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        if self._path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._path)
+            self._path = None
 
 
 def open_chunk(store: Store, algorithm: str, chunk: Chunk) -> BinaryIO:

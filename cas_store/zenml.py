@@ -207,7 +207,8 @@ class S3CASArtifactStoreConfig(BaseArtifactStoreConfig, AuthenticationConfigMixi
     )
     verify_reads: bool = Field(
         default=_DEFAULTS["verify_reads"],
-        description="Check the whole-file digest on every full read of cached content.",
+        description="Check the whole-file digest on full reads of cached content (a file cached "
+        "as one: on its first full read in each process).",
     )
     # ZenML writes every artifact to a new path and never rewrites it, so a confirmed entry
     # can be trusted for a while: warm artifact loads then make no S3 request at all.
