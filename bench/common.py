@@ -9,10 +9,13 @@ isolated (``ZENML_CONFIG_PATH``) before its first import.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from tests.support.zenml import make_component, zenml_environ
 
@@ -307,6 +310,114 @@ def reset_peak_rss() -> bool:
     except OSError:
         return False
     return True
+
+
+@dataclass(frozen=True)
+class SentRequest:
+    """One HTTP request a client of this process sent, and the length of its response body."""
+
+    method: str
+    path: str  # percent-decoded URL path: ``/bucket/key`` (path-style) or ``/key``
+    range: str | None  # the request's Range header
+    response_bytes: int | None  # the response's Content-Length, if it came
+
+    @property
+    def asked_bytes(self) -> int:
+        """What the request asked for: its range's length, else the response's length (a
+        request cancelled before its response, such as read-ahead at close, still counts)."""
+        asked = range_length(self.range)
+        return asked if asked is not None else self.response_bytes or 0
+
+
+def range_length(header: str | None) -> int | None:
+    """The length of a ``bytes=a-b`` range; None for anything else."""
+    if not header or not header.startswith("bytes="):
+        return None
+    start, _, end = header.removeprefix("bytes=").partition("-")
+    return int(end) - int(start) + 1 if start.isdigit() and end.isdigit() else None
+
+
+class RequestCounter:
+    """Every HTTP request botocore or aiobotocore sends to ``endpoint`` from now on.
+
+    Counted at ``Endpoint._send`` (each attempt, retries included, from any thread), as
+    ``bench.pipeline_app`` counts them, with the Range asked for and the response's length.
+    Installing patches the two classes (once per process); clients created before count too.
+    """
+
+    _active: list[RequestCounter] = []
+    _installed = False
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self._lock = threading.Lock()
+        self._requests: list[SentRequest] = []
+        _install_counting()
+        RequestCounter._active.append(self)
+
+    @property
+    def requests(self) -> list[SentRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    def _note(self, request: Any, response: Any) -> None:
+        url = str(request.url)
+        if not url.startswith(self.endpoint):
+            return
+        length = _text(getattr(response, "headers", {}).get("content-length"))
+        sent = SentRequest(
+            str(_text(request.method)).upper(),
+            unquote(urlsplit(url).path),
+            _text(request.headers.get("Range")),
+            int(length) if length is not None else None,
+        )
+        with self._lock:
+            self._requests.append(sent)
+
+
+def _text(value: Any) -> str | None:
+    """A header value as text (botocore keeps some as bytes)."""
+    if value is None:
+        return None
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
+def _install_counting() -> None:
+    if RequestCounter._installed:
+        return
+    import aiobotocore.endpoint
+    import botocore.endpoint
+
+    sync_send = botocore.endpoint.Endpoint._send
+    async_send = aiobotocore.endpoint.AioEndpoint._send
+
+    def note(request: Any, response: Any) -> None:
+        for counter in RequestCounter._active:
+            counter._note(request, response)
+
+    def counting_send(self: Any, request: Any) -> Any:
+        response = None
+        try:
+            response = sync_send(self, request)
+            return response
+        finally:
+            note(request, response)
+
+    async def counting_async_send(self: Any, request: Any) -> Any:
+        response = None
+        try:
+            response = await async_send(self, request)
+            return response
+        finally:
+            note(request, response)
+
+    botocore.endpoint.Endpoint._send = counting_send
+    aiobotocore.endpoint.AioEndpoint._send = counting_async_send
+    RequestCounter._installed = True
 
 
 def small_payload(seed: str, index: int, size: int) -> bytes:

@@ -1,4 +1,4 @@
-"""Statistics, pairwise ratios, the goals P1-P7, the markdown tables and the chart.
+"""Statistics, pairwise ratios, the goals P1-P7 and S2-S4, the markdown tables and the chart.
 
 Raw measurements are lower-is-better quantities (seconds, bytes, request counts), one
 value per repetition and peer. A ratio "cas vs X" is computed per repetition as
@@ -117,6 +117,8 @@ def metrics(config: Mapping[str, Any]) -> list[Metric]:
                     no_ratio=("local",),
                 )
             )
+    if "versions_size" in config:
+        out += version_metrics(config)
     pipe = ("cas", "s3")
     for run, name in (("run1", "first run"), ("rerun", "rerun, identical outputs")):
         out += [
@@ -167,6 +169,43 @@ def metrics(config: Mapping[str, Any]) -> list[Metric]:
             ("cas",),
         ),
     ]
+    return out
+
+
+def version_metrics(config: Mapping[str, Any]) -> list[Metric]:
+    """S2, S2b, S3 (bytes a second version adds) and S4 (what 1 MiB read at an offset fetches)."""
+    vs, csv = _size(config["versions_size"]), _size(config["csv_size"])
+    peers = tuple(config.get("version_peers", ("cas", "s3")))
+
+    def percent(share: float) -> float:
+        return 100 * share
+
+    def mib(value: float) -> float:
+        return value / MiB
+
+    added = "bytes added to the bucket"
+    s4 = f"S4: 1 MiB read at the middle of an uncached {vs} file"
+    out = [
+        Metric("ver.s2.added", f"S2: {vs} file, a copy with 10 x 4 KiB edits at a new path: {added}",
+               "% of size", percent, False, peers),
+        Metric("ver.s2b.added", f"S2b: {vs} file, a copy with 100 B inserted at 1000: {added}",
+               "% of size", percent, False, peers),
+        Metric("ver.s3.added", f"S3: CSV of at least {csv}, a copy with 10% more rows: {added}",
+               "% of size", percent, False, peers),
+        Metric("ver.s4.fetched", f"{s4}: bytes fetched (client)", "MiB", mib, False, peers),
+        Metric("ver.s4.gets", f"{s4}: content GETs (client)", "GETs", float, False, peers),
+    ]  # fmt: skip
+    if config.get("server_counts"):
+        out.append(
+            Metric(
+                "ver.s4.gets_server",
+                f"{s4}: content GETs (moto log)",
+                "GETs",
+                float,
+                False,
+                peers,
+            )
+        )
     return out
 
 
@@ -230,8 +269,8 @@ def _x(value: float | None) -> str:
 
 
 def goals(summary: Mapping[str, Any], config: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """P1-P7 of issue 4, evaluated from this run's measurements (medians of pairwise ratios;
-    memory and uploaded bytes: the worst repetition)."""
+    """P1-P7 of issue 4 and S2-S4 of issue 9, evaluated from this run's measurements (medians
+    of pairwise ratios; memory, uploaded, added and fetched bytes: the worst repetition)."""
     lm = _size(config["large_size"])
     out: list[dict[str, Any]] = []
 
@@ -307,7 +346,36 @@ def goals(summary: Mapping[str, Any], config: Mapping[str, Any]) -> list[dict[st
         "no more S3 requests than the S3 flavor; rerun uploads 0 blob bytes",
         [at_least(run1, 1.0), at_least(rerun, 1.0), None if blob is None else blob == 0],
     )
+    if "versions_size" not in config:
+        return out
+    vs, csv = _size(config["versions_size"]), _size(config["csv_size"])
+    for gid, key, measure, bound in (
+        ("S2", "ver.s2.added", f"{vs} file, then a copy with 10 scattered 4 KiB edits at a new path", 0.05),
+        ("S2b", "ver.s2b.added", f"{vs} file, then a copy with 100 bytes inserted at offset 1000", 0.05),
+        ("S3", "ver.s3.added", f"CSV of at least {csv}, then the same with 10% more rows", 0.12),
+    ):
+        share = _raw_max(summary, key)
+        s3_share = _raw_max(summary, key, "s3")
+        goal(
+            gid,
+            measure,
+            f"{_pct(share)} added" + (f" (S3 flavor {_pct(s3_share)})" if s3_share is not None else ""),
+            f"adds <= {bound:.0%} of its size (bytes of new blobs in the bucket)",
+            [at_most(share, bound)],
+        )
+    fetched, gets = _raw_max(summary, "ver.s4.fetched"), _raw_max(summary, "ver.s4.gets")
+    goal(
+        "S4",
+        f"read 1 MiB at the middle of an uncached {vs} file (new process, empty cache)",
+        f"{_mib(fetched)} MiB in {_n(gets)} blob GETs (client)",
+        "fetches <= 32 MiB in <= 4 blob GETs",
+        [at_most(fetched, 32 * MiB), at_most(gets, 4)],
+    )
     return out
+
+
+def _pct(share: float | None) -> str:
+    return "n/a" if share is None else f"{100 * share:.2f}%"
 
 
 def _median(summary: Mapping[str, Any], key: str, peer: str) -> float | None:

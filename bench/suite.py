@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.common import PEERS, REPO, GiB, MiB, child_environ, write_random_file
+from bench.common import PEERS, REPO, GiB, MiB, child_environ, range_length, write_random_file
 
 FULL = {
     "large_size": 256 * MiB,
@@ -41,6 +41,11 @@ FULL = {
     "mem_write_chunk": 16 * MiB,
     "warm_iters": 5,
     "embedding_mib": 64,
+    # S2-S4 at the sizes of their goals in both modes (at 256 MiB, 10 edits of ~2 MiB chunks
+    # are 4 times the share); ZenML's S3 flavor (a full copy: 100%) in full mode only.
+    "versions_size": 1 * GiB,
+    "csv_size": 256 * MiB,
+    "version_peers": ["cas", "s3"],
     "repeat": 3,
 }
 QUICK = {
@@ -49,9 +54,10 @@ QUICK = {
     "small_n": 200,
     "mem_sizes": [64 * MiB, 256 * MiB],
     "embedding_mib": 16,
+    "version_peers": ["cas"],
     "repeat": 1,
 }
-GROUPS = ("files", "memory", "pipeline")
+GROUPS = ("files", "memory", "versions", "pipeline")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="1 repetition, 64 MiB file, 200 small files, 256 MiB memory test (< 3 min)",
+        help="1 repetition, 64 MiB file, 200 small files, 256 MiB memory test, S2-S4 for "
+        "cas_store only (< 3 min)",
     )
     parser.add_argument("--endpoint", help="an S3-compatible endpoint instead of the built-in moto server")
     parser.add_argument("--access-key", help="access key for --endpoint")
@@ -332,6 +339,48 @@ class Suite:
                     )
                     self.info[name] = {**record, "server": server}
 
+    def versions(self, rep: int, order: list[str]) -> None:
+        """S2, S2b, S3 (what a second version adds to the bucket) and S4 (what 1 MiB read at an
+        offset of an uncached file fetches), once per run: the bytes do not vary."""
+        c = self.config
+        size = c["versions_size"]
+        offset = size // 2 + 12345  # the middle, not a multiple of any chunk size
+        for peer in [p for p in order if p in c["version_peers"]]:
+            common = {"size": size, "csv_size": c["csv_size"], "offset": offset}
+            writer = self.child(
+                f"r{rep}-versions-{peer}",
+                {**self.spec(peer, rep, "versions", "writer"), **common, "task": "versions"},
+            )
+            for metric, value in writer.get("metrics", {}).items():
+                self.put(metric, peer, rep, value)
+            self.info[f"r{rep}-versions-{peer}"] = writer.get("info")
+            digest = writer.get("info", {}).get("s4_digest")
+            if digest is None:
+                continue
+            spec = self.spec(peer, rep, "versions", "reader")
+            with self.recording() as log:
+                reader = self.child(
+                    f"r{rep}-versions_read-{peer}",
+                    {**spec, "task": "versions_read", "offset": offset, "digest": digest},
+                )
+            metrics = reader.get("metrics", {})
+            for metric, value in metrics.items():
+                self.put(metric, peer, rep, value)
+            info = reader.get("info") or {}
+            if log is not None and metrics:
+                data = spec["prefix"] + ("/blobs/" if peer == "cas" else "/versions/")
+                gets = log.filter("GET", bucket=self.bucket, key_prefix=data)
+                ranges = [range_length(r.range) for r in gets]
+                fetched = [n for n in ranges if n is not None]
+                server = {
+                    "gets": len(gets),
+                    "range_bytes": sum(fetched) if len(fetched) == len(ranges) else None,
+                }
+                self.put("ver.s4.gets_server", peer, rep, server["gets"])
+                info["server"] = server
+                print(f"    moto log: {server['gets']} GETs, {server['range_bytes']} bytes in their ranges")
+            self.info[f"r{rep}-versions_read-{peer}"] = info
+
     @contextlib.contextmanager
     def recording(self) -> Iterator[Any]:
         if self.server is None:
@@ -413,8 +462,12 @@ def _frame(frame: str) -> str:
 
 
 def _show(key: str, value: Any) -> str:
-    if key.startswith("hwm"):
+    if key.startswith("hwm") or key == "ver.s4.fetched":
         return f"{value / MiB:.1f}MiB"
+    if key.endswith(".added"):
+        return f"{value:.2%}"
+    if key.startswith("ver."):
+        return str(value)
     return f"{value:.3f}s" if isinstance(value, float) else str(value)
 
 
@@ -513,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
                     suite.files(rep, order)
                 if "memory" in groups:
                     suite.memory(rep, order)
+                if "versions" in groups and rep == 0:
+                    suite.versions(rep, order)
                 suite.delete_prefix(f"{suite.prefix}/r{rep}/")  # bounds the server's memory and disk
                 shutil.rmtree(base / "local" / f"r{rep}", ignore_errors=True)
             if "pipeline" in groups:
