@@ -19,6 +19,7 @@ import click
 
 from cas_store import __version__
 from cas_store.cli._output import (
+    ChunkerType,
     DurationType,
     SizeType,
     emit_json,
@@ -32,6 +33,7 @@ from cas_store.errors import CASStoreError
 
 if TYPE_CHECKING:
     from cas_store.cache import LocalCache
+    from cas_store.chunking import ChunkerSpec
     from cas_store.filesystem import CASFileSystem
     from cas_store.maintenance import StoreInfo, VerifyReport
     from cas_store.maintenance.zenml_runs import RunUsage, ZenMLArtifact, ZenMLArtifactStore
@@ -667,7 +669,7 @@ def _store_rows(info: StoreInfo) -> list[tuple[str, str]]:
     return rows
 
 
-@main.command(short_help="Create a store, choosing its garbage-collection grace period.")
+@main.command(short_help="Create a store, choosing its gc grace period and chunker.")
 @click.argument("root")
 @click.option(
     "--gc-grace",
@@ -675,13 +677,22 @@ def _store_rows(info: StoreInfo) -> list[tuple[str, str]]:
     help="Grace period of garbage collection, e.g. 24h (default), 7d, or 2s for a test store. "
     "Fixed for the store's life.",
 )
+@click.option(
+    "--chunker",
+    type=ChunkerType(),
+    help="How the store cuts files: fastcdc2020 (the default: "
+    "min=512KiB,avg=2MiB,max=8MiB,normalization=2), fastcdc2020:PARAM=VALUE,... for other values "
+    "of some, fixed (8MiB chunks) or fixed:SIZE; e.g. fixed:4MiB, "
+    "fastcdc2020:min=256KiB,avg=1MiB,max=4MiB. Fixed for the store's life.",
+)
 @_pass
-def init(opts: _Options, root: str, gc_grace: float | None) -> None:
-    """Create a store (bucket format 2) at ROOT, an empty prefix. On an existing store with
-    the same settings, reports it; with other settings, fails (they never change)."""
+def init(opts: _Options, root: str, gc_grace: float | None, chunker: ChunkerSpec | None) -> None:
+    """Create a store (bucket format 2) at ROOT, an empty prefix, with the grace period and
+    chunker asked for. On an existing store with the same settings, reports it; with other
+    settings, fails (they never change)."""
     from cas_store.maintenance import init_store
 
-    info = init_store(opts.filesystem(root).store(), gc_grace)
+    info = init_store(opts.filesystem(root).store(), gc_grace, chunker)
     if opts.as_json:
         emit_json(info.to_dict())
         return

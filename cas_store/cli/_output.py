@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from cas_store.chunking import ChunkerSpec
+from cas_store.errors import CASStoreError
 from cas_store.maintenance import Progress
+from cas_store.maintenance.lifecycle import NEW_CHUNKER_DEFAULTS, new_chunker
 from cas_store.safety import check_grace
 
 _UNITS = {
@@ -112,6 +115,73 @@ class DurationType(_FloatParam):
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
         return seconds
+
+
+#: What ``--chunker`` takes (for its help and its errors).
+CHUNKER_SYNTAX = "fastcdc2020[:min=SIZE,avg=SIZE,max=SIZE,normalization=N] (each optional) or fixed[:SIZE]"
+#: ``--chunker``'s short names of the marker's parameters.
+_CHUNKER_PARAMS = {"min": "min_size", "avg": "avg_size", "max": "max_size"}
+#: Parameters that are counts, not sizes.
+_COUNT_PARAMS = {"normalization"}
+
+
+def parse_chunker(text: str) -> ChunkerSpec:
+    """The chunker of ``--chunker``: ``NAME`` (its default parameters), ``NAME:PARAM=VALUE,...``
+    (the others at their defaults; ``min``/``avg``/``max`` short for ``min_size``...), or for a
+    chunker of one parameter ``NAME:VALUE`` (``fixed:8MiB``). Sizes as :func:`parse_size`.
+    Checked by building it from the registry (:func:`~cas_store.maintenance.lifecycle.new_chunker`);
+    :class:`ValueError` says what is allowed. The spec returned has every parameter."""
+    name, colon, rest = text.partition(":")
+    name = name.strip().lower()
+    defaults = NEW_CHUNKER_DEFAULTS.get(name, {})
+    params: dict[str, int] = {}
+    try:
+        if colon:
+            items = [item.strip() for item in rest.split(",")]
+            if not all(items):
+                raise ValueError(f"{text!r} has an empty parameter")
+            for item in items:
+                key, equals, value = (part.strip() for part in item.partition("="))
+                if not equals:
+                    if len(items) > 1 or len(defaults) != 1:
+                        raise ValueError(f"{item!r} is not PARAM=VALUE")
+                    key, value = next(iter(defaults)), key
+                key = _CHUNKER_PARAMS.get(key.lower(), key.lower())
+                if key in params:
+                    raise ValueError(f"{key} is given twice")
+                if defaults and key not in defaults:
+                    raise ValueError(f"chunker {name} has no parameter {key!r}")
+                if key in _COUNT_PARAMS:
+                    if not re.fullmatch(r"[0-9]+", value):
+                        raise ValueError(f"{key} must be a whole number, not {value!r}")
+                    params[key] = int(value)
+                else:
+                    params[key] = parse_size(value)
+        return new_chunker(name, params)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; a chunker is {CHUNKER_SYNTAX}") from exc
+
+
+if TYPE_CHECKING:
+    _ChunkerParam = click.ParamType[ChunkerSpec]
+else:
+    _ChunkerParam = click.ParamType
+
+
+class ChunkerType(_ChunkerParam):
+    """A new store's chunker, as :func:`parse_chunker` reads it."""
+
+    name = "CHUNKER"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> ChunkerSpec:
+        if isinstance(value, ChunkerSpec):
+            return value
+        try:
+            return parse_chunker(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        except ImportError as exc:  # not a usage error: this machine cannot cut that way
+            raise CASStoreError(f"cannot create a store with the chunker {value!r}: {exc}") from exc
 
 
 def format_size(n: int) -> str:

@@ -4,13 +4,15 @@ store to version 2 (``cas-store upgrade``), docs/format.md and docs/gc.md sectio
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from cas_store import __version__
+from cas_store.chunking import CHUNKERS, DEFAULT_CHUNK_SIZE, FASTCDC_DEFAULTS, ChunkerSpec
 from cas_store.errors import CASStoreError, IncompatibleStoreError
 from cas_store.format import Marker
+from cas_store.hashing import DEFAULT_ALGORITHM
 from cas_store.maintenance._common import require_store
 from cas_store.safety import DEFAULT_GC_GRACE, GCDurations
 from cas_store.store import Store
@@ -48,16 +50,57 @@ class StoreInfo:
         return dict(self.__dict__)
 
 
-def init_store(store: Store, gc_grace: float | None = None) -> StoreInfo:
-    """Create a store at ``store``'s root (empty prefix) with ``gc_grace`` seconds (else the
-    configuration's), or report the existing one. Settings of an existing store never
-    change: asking for a different ``gc_grace`` raises :class:`IncompatibleStoreError`.
+#: The parameters of a new store's chunker that its creator does not give. (A marker must
+#: name them all: there, a default of this cas_store must never decide how a store cuts.)
+NEW_CHUNKER_DEFAULTS: Mapping[str, Mapping[str, int]] = {
+    "fastcdc2020": FASTCDC_DEFAULTS,
+    "fixed": {"size": DEFAULT_CHUNK_SIZE},
+}
+
+
+def new_chunker(name: str, params: Mapping[str, Any] | None = None) -> ChunkerSpec:
+    """The chunker a new store records: ``name`` from the registry (:data:`~cas_store.chunking.
+    CHUNKERS`) with ``params``, those not given at :data:`NEW_CHUNKER_DEFAULTS`. Validated by
+    building it; :class:`ValueError` says what is allowed. ImportError: it cannot cut here."""
+    factory = CHUNKERS.get(name)
+    if factory is None:
+        raise ValueError(f"unknown chunker {name!r}: the chunkers are {', '.join(sorted(CHUNKERS))}")
+    defaults = NEW_CHUNKER_DEFAULTS.get(name, {})
+    given = dict(params or {})
+    unknown = sorted(set(given) - set(defaults)) if defaults else []
+    if unknown:
+        raise ValueError(
+            f"chunker {name} has no parameter {', '.join(map(repr, unknown))}; "
+            f"its parameters are {', '.join(defaults)}"
+        )
+    try:
+        return factory({**defaults, **given}).spec()
+    except TypeError as exc:
+        raise ValueError(f"chunker {name}: {exc}") from exc
+
+
+def _describe(spec: ChunkerSpec) -> str:
+    return f"{spec.name} {dict(spec.params)}"
+
+
+def init_store(store: Store, gc_grace: float | None = None, chunker: ChunkerSpec | None = None) -> StoreInfo:
+    """Create a store at ``store``'s root (empty prefix) with ``gc_grace`` seconds and the
+    chunker ``chunker`` (each else the configuration's: one day, fastcdc2020), or report the
+    existing one. Settings of an existing store never change: asking for a different
+    ``gc_grace`` or ``chunker`` raises :class:`IncompatibleStoreError`. ``chunker`` is
+    completed and checked by :func:`new_chunker` (:class:`ValueError` if invalid).
     """
+    wanted_chunker = None if chunker is None else new_chunker(chunker.name, chunker.params)
     existing = store.marker()
     if existing is None:
-        marker = store.marker(create=True, gc_grace=gc_grace)
-        assert marker is not None
-        return StoreInfo.of(store, marker, created=True)
+        if wanted_chunker is None:
+            marker = store.marker(create=True, gc_grace=gc_grace)
+            assert marker is not None
+            return StoreInfo.of(store, marker, created=True)
+        marker, created = _create(store, wanted_chunker, gc_grace)
+        if created:
+            return StoreInfo.of(store, marker, created=True)
+        existing = marker  # another creator won: its store, if it has these settings
     wanted = GCDurations.from_grace(gc_grace) if gc_grace is not None else None
     have = existing.gc
     if wanted is not None and (have is None or have.grace != wanted.grace):
@@ -67,7 +110,48 @@ def init_store(store: Store, gc_grace: float | None = None) -> StoreInfo:
             "fixed when it is created: use another root for another gc_grace"
             + (" (or `cas-store upgrade` this format 1 store)" if have is None else "")
         )
+    spec = existing.chunker_spec
+    if wanted_chunker is not None and (
+        wanted_chunker.name != spec.name or dict(wanted_chunker.params) != dict(spec.params)
+    ):
+        raise IncompatibleStoreError(
+            f"{store.root.uri} is already a store, with chunker {_describe(spec)}, not "
+            f"{_describe(wanted_chunker)}; a store's settings are fixed when it is created (its "
+            "files are cut that way, so that equal content deduplicates): use another root for "
+            "another chunker"
+        )
     return StoreInfo.of(store, existing, created=False)
+
+
+def _create(store: Store, chunker: ChunkerSpec, gc_grace: float | None) -> tuple[Marker, bool]:
+    """Step 3 of creating a store (docs/design.md) with ``chunker`` rather than the
+    configuration's, on a root :meth:`Store.marker` found empty: ``PUT`` the marker with
+    ``If-None-Match: *``, then read back what is there. True if it is the marker written."""
+    config = store.config
+    named = config.chunker or ("fixed" if config.chunk_size is not None else None)
+    if named is not None and (
+        named != chunker.name or config.chunk_size not in (None, chunker.params.get("size"))
+    ):
+        size = f" chunks of {config.chunk_size} bytes" if config.chunk_size is not None else ""
+        raise IncompatibleStoreError(
+            f"the configuration of {store.root.uri} asks for the chunker {named!r}{size}, not "
+            f"{_describe(chunker)}: drop chunker and chunk_size from the configuration, or ask "
+            "for the chunker they name"
+        )
+    grace = config.gc_grace if gc_grace is None else gc_grace
+    new = Marker.new(config.hash_algorithm or DEFAULT_ALGORITHM, chunker, grace, f"cas_store {__version__}")
+    key = store.root.marker_key()
+    objects = store.objects
+    body = new.encode()
+    objects.run(
+        f"creating the store {store.root.uri}",
+        lambda: objects.put(key, body, if_absent=True, content_type="application/json"),
+    )
+    # On servers that ignore If-None-Match the last of concurrent creators wins: use what is there.
+    written = store.reload_marker()
+    if written is None:
+        raise IncompatibleStoreError(f"the marker of {store.root.uri} vanished right after it was written")
+    return written, written.store_id == new.store_id
 
 
 def upgrade_store(

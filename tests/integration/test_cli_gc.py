@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -22,11 +23,15 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cas_store import CASFileSystem
+from cas_store.backend.base import PutResult
+from cas_store.chunking import FASTCDC_DEFAULTS, ChunkerSpec
 from cas_store.cli import main
-from cas_store.cli._output import format_size
-from cas_store.config import MiB
+from cas_store.cli._output import format_size, parse_chunker
+from cas_store.config import KiB, MiB
+from cas_store.errors import IncompatibleStoreError
 from cas_store.format import Marker
-from cas_store.maintenance import collect
+from cas_store.maintenance import collect, init_store
+from cas_store.maintenance.lifecycle import new_chunker
 from cas_store.safety import GCDurations
 from tests.integration.conftest import FSFactory
 from tests.support.moto import MotoServer
@@ -217,6 +222,209 @@ def test_init_rejects_a_bad_duration(cli: CLI, s3client: Any, bucket: str) -> No
         result = cli("init", f"s3cas://{bucket}/store", "--gc-grace", bad, code=2)
         assert "Invalid value for '--gc-grace'" in result.stderr and "is not a duration" in result.stderr
     assert _listing(s3client, bucket) == {}
+
+
+DEFAULT_CDC = {"name": "fastcdc2020", "params": dict(FASTCDC_DEFAULTS)}
+SMALL_CDC = {"min_size": 256 * KiB, "avg_size": 1 * MiB, "max_size": 4 * MiB, "normalization": 2}
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "params"),
+    [
+        ("fastcdc2020", "fastcdc2020", dict(FASTCDC_DEFAULTS)),
+        ("fastcdc2020:min=256KiB,avg=1MiB,max=4MiB", "fastcdc2020", SMALL_CDC),
+        (
+            " FastCDC2020 : avg = 1M , normalization=3",
+            "fastcdc2020",
+            {**FASTCDC_DEFAULTS, "avg_size": MiB, "normalization": 3},
+        ),
+        (
+            "fastcdc2020:min_size=64,max_size=1024,avg_size=512",
+            "fastcdc2020",
+            {**FASTCDC_DEFAULTS, "min_size": 64, "avg_size": 512, "max_size": 1024},
+        ),
+        ("fixed", "fixed", {"size": 8 * MiB}),
+        ("fixed:4MiB", "fixed", {"size": 4 * MiB}),
+        ("fixed:size=16M", "fixed", {"size": 16 * MiB}),
+        ("fixed:5GiB", "fixed", {"size": 5 * 2**30}),
+    ],
+)
+def test_parse_chunker(text: str, name: str, params: dict[str, int]) -> None:
+    spec = parse_chunker(text)
+    assert spec == ChunkerSpec(name, params) and spec.build().spec() == spec  # every parameter
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("rabin", "unknown chunker 'rabin': the chunkers are fastcdc2020, fixed"),
+        ("", "unknown chunker ''"),
+        ("fixed:", "'fixed:' has an empty parameter"),
+        ("fixed:4MiB,", "has an empty parameter"),
+        ("fixed:512KiB", "fixed chunk size must be between 1048576 and 5368709120 bytes"),
+        ("fixed:6GiB", "fixed chunk size must be between 1048576 and 5368709120 bytes"),
+        ("fixed:lots", "'lots' is not a size"),
+        ("fixed:4MiB,8MiB", "'4MiB' is not PARAM=VALUE"),
+        ("fixed:count=4", "chunker fixed has no parameter 'count'"),
+        ("fastcdc2020:1MiB", "'1MiB' is not PARAM=VALUE"),
+        ("fastcdc2020:mean=1MiB", "chunker fastcdc2020 has no parameter 'mean'"),
+        ("fastcdc2020:avg=1MiB,avg_size=2MiB", "avg_size is given twice"),
+        ("fastcdc2020:min=2MiB", "fastcdc2020 min_size must be an integer from 64 to 1048576"),
+        ("fastcdc2020:max=32MiB", "fastcdc2020 max_size must be an integer from 1024 to 16777216"),
+        ("fastcdc2020:min=1MiB,avg=512KiB", "needs min_size <= avg_size <= max_size"),
+        ("fastcdc2020:normalization=4", "normalization must be an integer from 0 to 3"),
+        ("fastcdc2020:normalization=1.5", "normalization must be a whole number, not '1.5'"),
+    ],
+)
+def test_parse_chunker_says_what_is_allowed(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)) as raised:
+        parse_chunker(text)
+    assert str(raised.value).endswith(
+        "; a chunker is fastcdc2020[:min=SIZE,avg=SIZE,max=SIZE,normalization=N] (each optional) or "
+        "fixed[:SIZE]"
+    )
+
+
+def test_new_chunker_completes_and_checks_through_the_registry() -> None:
+    assert new_chunker("fixed") == ChunkerSpec("fixed", {"size": 8 * MiB})
+    assert new_chunker("fastcdc2020", {"avg_size": MiB}).params == {**FASTCDC_DEFAULTS, "avg_size": MiB}
+    with pytest.raises(ValueError, match="unknown chunker 'rabin'"):
+        new_chunker("rabin")
+    with pytest.raises(
+        ValueError, match="chunker fixed has no parameter 'avg_size'; its parameters are size"
+    ):
+        new_chunker("fixed", {"avg_size": MiB})
+    with pytest.raises(ValueError, match="fixed chunk size must be between"):
+        new_chunker("fixed", {"size": "8MiB"})
+
+
+def _chunk_sizes(fs: CASFileSystem, root: str, rel: str, data: bytes) -> list[int]:
+    fs.pipe(f"{root}/{rel}", data)
+    record = fs.store().resolve(rel)
+    assert record is not None and fs.cat(f"{root}/{rel}") == data
+    return [chunk.size for chunk in record.entry.chunks]
+
+
+def test_init_chooses_the_chunker(cli: CLI, s3client: Any, bucket: str, make_fs: FSFactory) -> None:
+    # Without --chunker, and with the bare name: FastCDC 2020 with its defaults.
+    assert cli.json("init", f"s3cas://{bucket}/default")["chunker"] == DEFAULT_CDC
+    assert cli.json("init", f"s3cas://{bucket}/cdc", "--chunker", "fastcdc2020")["chunker"] == DEFAULT_CDC
+    assert json.loads(_get(s3client, bucket, "cdc/cas-store.json"))["chunker"] == DEFAULT_CDC
+    plain = cli.json("init", f"s3cas://{bucket}/plain", "--chunker", "fixed")["chunker"]
+    assert plain == {"name": "fixed", "params": {"size": 8 * MiB}}
+
+    root = f"s3cas://{bucket}/fixed"
+    out = cli("init", root, "--chunker", "fixed:4MiB", "--gc-grace", "2s")
+    assert out.stdout.startswith("created the store:")
+    assert "chunker   fixed {'size': 4194304}" in out.stdout and "gc grace  2s" in out.stdout
+    fs = make_fs(root=root)
+    marker = fs.store().marker()
+    assert marker is not None and marker.version == 2 and marker.gc is not None and marker.gc.grace == GRACE
+    assert marker.chunker_spec == ChunkerSpec("fixed", {"size": 4 * MiB})
+    assert json.loads(_get(s3client, bucket, "fixed/cas-store.json"))["chunker"] == {
+        "name": "fixed",
+        "params": {"size": 4 * MiB},
+    }
+    rng = random.Random(7)
+    assert _chunk_sizes(fs, root, "f.bin", rng.randbytes(9 * MiB)) == [4 * MiB, 4 * MiB, 1 * MiB]
+
+    small = f"s3cas://{bucket}/small"
+    doc = cli.json("init", small, "--chunker", "fastcdc2020:min=256KiB,avg=1MiB,max=4MiB")
+    assert doc["created"] is True and doc["chunker"] == {"name": "fastcdc2020", "params": SMALL_CDC}
+    fs = make_fs(root=small)
+    assert fs.store().marker().chunker_spec == ChunkerSpec("fastcdc2020", SMALL_CDC)  # type: ignore[union-attr]
+    sizes = _chunk_sizes(fs, small, "f.bin", rng.randbytes(24 * MiB))
+    assert len(sizes) > 8 and all(256 * KiB <= n <= 4 * MiB for n in sizes[:-1]), sizes
+
+
+def test_init_rejects_a_bad_chunker(cli: CLI, s3client: Any, bucket: str) -> None:
+    for bad, message in [
+        ("rabin", "unknown chunker 'rabin': the chunkers are fastcdc2020, fixed"),
+        ("fixed:100KiB", "fixed chunk size must be between 1048576 and 5368709120 bytes"),
+        ("fastcdc2020:max=64MiB", "fastcdc2020 max_size must be an integer from 1024 to 16777216"),
+        ("fastcdc2020:size=1MiB", "chunker fastcdc2020 has no parameter 'size'"),
+    ]:
+        result = cli("init", f"s3cas://{bucket}/store", "--chunker", bad, code=2)
+        assert result.stdout == "" and "Invalid value for '--chunker'" in result.stderr, result.stderr
+        assert message in result.stderr and "a chunker is fastcdc2020[:min=SIZE," in result.stderr
+    assert _listing(s3client, bucket) == {}
+
+
+def test_init_never_changes_the_chunker_of_a_store(cli: CLI, s3client: Any, bucket: str) -> None:
+    root = f"s3cas://{bucket}/store"
+    created = cli.json("init", root, "--chunker", "fixed:4MiB", "--gc-grace", "2s")
+    etag = _listing(s3client, bucket)["store/cas-store.json"][0]
+
+    for same in ("fixed:4MiB", "fixed:size=4096KiB", "FIXED:4M"):
+        again = cli("init", root, "--chunker", same)
+        assert again.stdout.startswith("already a store (nothing changed):")
+        assert "chunker   fixed {'size': 4194304}" in again.stdout
+    doc = cli.json("init", root, "--chunker", "fixed:4MiB", "--gc-grace", "2s")
+    assert doc["created"] is False and doc["store_id"] == created["store_id"]
+    assert cli.json("init", root)["chunker"] == {"name": "fixed", "params": {"size": 4 * MiB}}
+
+    for other in ("fixed", "fixed:8MiB", "fastcdc2020", "fastcdc2020:min=256KiB,avg=1MiB,max=4MiB"):
+        stderr = cli.error("init", root, "--chunker", other)
+        assert f"{root} is already a store, with chunker fixed {{'size': 4194304}}, not " in stderr
+        assert "settings are fixed when it is created" in stderr and "use another root" in stderr
+    # Both settings asked for: the grace period is checked first, as before.
+    assert "with gc_grace 2 s" in cli.error("init", root, "--chunker", "fixed", "--gc-grace", "3s")
+    assert "with chunker fixed" in cli.error("init", root, "--chunker", "fixed", "--gc-grace", "2s")
+    assert _listing(s3client, bucket)["store/cas-store.json"][0] == etag  # never rewritten
+
+    default = f"s3cas://{bucket}/default"
+    cli("init", default)
+    assert cli.json("init", default, "--chunker", "fastcdc2020")["created"] is False
+    stderr = cli.error("init", default, "--chunker", "fastcdc2020:avg=1MiB")
+    assert "already a store, with chunker fastcdc2020 {'avg_size': 2097152, " in stderr
+
+    # A format 1 store cuts fixed chunks of its chunk_size: asking for those is no change.
+    s3client.put_object(
+        Bucket=bucket, Key="v1/cas-store.json", Body=Marker(1, "xxh128", 2 * MiB, "cas_store 0.1.0").encode()
+    )
+    assert cli.json("init", f"s3cas://{bucket}/v1", "--chunker", "fixed:2MiB")["version"] == 1
+    assert "with chunker fixed {'size': 2097152}" in cli.error(
+        "init", f"s3cas://{bucket}/v1", "--chunker", "fixed"
+    )
+
+
+def test_init_store_with_a_chunker(make_fs: FSFactory, s3client: Any, bucket: str) -> None:
+    """The library call: the chunker is completed from the defaults and checked, agrees with the
+    configuration, and the store of a concurrent creator that won is reported (or refused)."""
+    info = init_store(make_fs(root=f"s3cas://{bucket}/lib").store(), chunker=ChunkerSpec("fixed"))
+    assert info.created and info.chunker == {"name": "fixed", "params": {"size": 8 * MiB}}
+    with pytest.raises(ValueError, match="unknown chunker 'rabin'"):
+        init_store(make_fs(root=f"s3cas://{bucket}/bad").store(), chunker=ChunkerSpec("rabin"))
+
+    configured = make_fs(root=f"s3cas://{bucket}/conf", chunk_size=4 * MiB).store()
+    with pytest.raises(
+        IncompatibleStoreError, match=r"the configuration of .* asks for the chunker 'fixed' chunks"
+    ):
+        init_store(configured, chunker=new_chunker("fastcdc2020"))
+    with pytest.raises(IncompatibleStoreError, match="asks for the chunker 'fixed'"):
+        init_store(configured, chunker=new_chunker("fixed"))  # 8 MiB, not 4
+    assert _listing(s3client, bucket, "conf/") == {}
+    assert init_store(configured, chunker=new_chunker("fixed", {"size": 4 * MiB})).created
+
+    # A server that ignores If-None-Match, and another creator's marker written last.
+    def racing(chunker: ChunkerSpec, grace: float) -> Any:
+        store = make_fs(root=f"s3cas://{bucket}/race-{uuid.uuid4().hex[:6]}").store()
+        theirs = Marker.new("xxh128", chunker, grace, "another cas_store")
+        put = store.objects.put
+
+        async def put_theirs(key: str, data: bytes, **kwargs: Any) -> PutResult:
+            await put(key, theirs.encode(), **kwargs)
+            return PutResult(created=True, etag="ignored")
+
+        store.objects.put = put_theirs  # type: ignore[method-assign]
+        return store, theirs
+
+    store, theirs = racing(new_chunker("fixed"), 86400)
+    info = init_store(store, chunker=new_chunker("fixed"))
+    assert not info.created and info.store_id == theirs.store_id
+    store, theirs = racing(new_chunker("fastcdc2020"), 86400)
+    with pytest.raises(IncompatibleStoreError, match="already a store, with chunker fastcdc2020"):
+        init_store(store, chunker=new_chunker("fixed"))
 
 
 @pytest.mark.parametrize("command", ["init", "upgrade"])
