@@ -61,12 +61,14 @@ class Blobs:
 
         Object keys only: a server may list a common prefix after its last object is gone.
         """
+        return self.objects.run(
+            f"looking for blob {digest} in quarantine", lambda: self.quarantined_async(algorithm, digest)
+        )
+
+    async def quarantined_async(self, algorithm: str, digest: str) -> list[str]:
+        """:meth:`quarantined`, as a coroutine."""
         prefix = self.root.quarantine_prefix(algorithm, digest)
-
-        async def listing() -> list[str]:
-            return [o.key for page in await list_all(self.objects, prefix) for o in page.objects]
-
-        return self.objects.run(f"looking for blob {digest} in quarantine", listing)
+        return [o.key for page in await list_all(self.objects, prefix) for o in page.objects]
 
     def restore(self, algorithm: str, digest: str, rounds: int = 3) -> float | None:
         """Copy a quarantine copy of the blob back to its main key (rule W3's last resort).
@@ -100,11 +102,15 @@ class Blobs:
         than the part size. ``key``: another object holding the blob (a quarantine copy).
         Raises :class:`~cas_store.errors.ObjectNotFoundError` if the object does not exist.
         """
-        key = key or self.key(algorithm, digest)
-        ranges = [(s, min(s + part_size, size)) for s in range(0, size, part_size)] or [(0, 0)]
         self.objects.run(
             f"downloading blob {digest}",
-            lambda: gather_limited(
-                self.concurrency, [self.objects.get_range(key, s, e, sink) for s, e in ranges]
-            ),
+            lambda: self.download_async(algorithm, digest, size, part_size, sink, key),
         )
+
+    async def download_async(
+        self, algorithm: str, digest: str, size: int, part_size: int, sink: Sink, key: str | None = None
+    ) -> None:
+        """:meth:`download`, as a coroutine."""
+        key = key or self.key(algorithm, digest)
+        ranges = [(s, min(s + part_size, size)) for s in range(0, size, part_size)] or [(0, 0)]
+        await gather_limited(self.concurrency, [self.objects.get_range(key, s, e, sink) for s, e in ranges])

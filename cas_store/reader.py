@@ -7,7 +7,9 @@ from the bucket or corrupt there is an error carrying its digest and key.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import collections
 import concurrent.futures
 import contextlib
 import functools
@@ -16,7 +18,6 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from cas_store import cache, config
@@ -24,6 +25,7 @@ from cas_store.errors import (
     BlobCorruptError,
     BlobMissingError,
     CacheError,
+    CASStoreError,
     IntegrityError,
     ObjectNotFoundError,
 )
@@ -172,29 +174,92 @@ def open_chunk(store: Store, algorithm: str, chunk: Chunk) -> BinaryIO:
     return fetch(store, algorithm, chunk)  # which answers from the cache when it can
 
 
+def fetch(store: Store, algorithm: str, chunk: Chunk) -> BinaryIO:
+    """Download a blob, verify it, put it in the cache and return an open handle on it;
+    waits (see :meth:`Downloads.fetch`)."""
+    cached = store.cache.open_blob(algorithm, chunk.digest)  # without the backend: offline too
+    if cached is not None:
+        return cached
+    what = f"downloading blob {chunk.digest}"
+    return store.objects.run(what, lambda: store.downloads.fetch(algorithm, chunk))
+
+
+class Handoff:
+    """Handles fetched in the background for one reader and not taken yet.
+
+    A download may complete just as its reader closes (a cancelled future drops its
+    result): whatever was fetched for a closed reader is closed here, so none leaks.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[int, BinaryIO] = {}
+        self.closed = False
+
+    def give(self, handle: BinaryIO) -> BinaryIO:
+        with self._lock:
+            if not self.closed:
+                self._held[id(handle)] = handle
+                return handle
+        handle.close()
+        raise asyncio.CancelledError("the reader was closed")
+
+    def give_now(self, handle: BinaryIO, closed: Exception) -> BinaryIO:
+        """:meth:`give`, for a handle fetched in the reader's own thread."""
+        try:
+            return self.give(handle)
+        except asyncio.CancelledError:
+            raise closed from None
+
+    def take(self, handle: BinaryIO) -> BinaryIO:
+        with self._lock:
+            self._held.pop(id(handle), None)
+        return handle
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            held, self._held = list(self._held.values()), {}
+        for handle in held:
+            handle.close()
+
+
 class Downloads:
-    """The downloads of one store: a shared pool of workers, bounded by bytes in flight.
+    """The downloads of one store: coroutines on its backend's event loop (s3fs's, for S3),
+    admitted by bytes in flight.
 
     Chunks are small and many (hundreds per GiB with content-defined chunking), so a
     count of requests says little about memory or bandwidth; the budget admits a download
     while the bytes of those running stay within ``max_bytes`` (one at a time if a single
-    chunk is larger). One pool for every open file of the store: no pool per open.
+    chunk is larger), in the order they were submitted: the chunk a read needs now, queued
+    first, is never overtaken by read-ahead queued after it. One pipeline for every open
+    file of the store, no thread per download; the local cache's database calls run off
+    the loop (``asyncio.to_thread``), as they may wait for another process's lock.
     """
 
-    def __init__(self, max_bytes: int, workers: int) -> None:
+    def __init__(self, store: Store, max_bytes: int) -> None:
+        self._store = store
         self.max_bytes = max_bytes
+        # Loop-confined: touched only by coroutines on the event loop.
         self._in_flight = 0
-        self._outstanding = 0  # submitted and not done
+        self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+        # Thread-side: what is submitted and not done (wait_idle).
+        self._outstanding = 0
         self._cond = threading.Condition()
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="cas_store-download")
 
-    def submit(
-        self, store: Store, algorithm: str, chunk: Chunk, cancelled: threading.Event
-    ) -> concurrent.futures.Future[BinaryIO]:
-        """Fetch the chunk in the background, unless ``cancelled`` is set before it starts."""
+    def submit(self, algorithm: str, chunk: Chunk, handoff: Handoff) -> concurrent.futures.Future[BinaryIO]:
+        """Fetch the chunk in the background; ``future.cancel()`` stops it, queued or running."""
+
+        async def work() -> BinaryIO:
+            return handoff.give(await self.fetch(algorithm, chunk, handoff))
+
         with self._cond:
             self._outstanding += 1
-        future = self._pool.submit(fetch, store, algorithm, chunk, cancelled)
+        try:
+            future = self._store.objects.submit(f"downloading blob {chunk.digest}", work)
+        except CASStoreError as exc:  # offline: the read that needs the chunk raises it
+            future = concurrent.futures.Future()
+            future.set_exception(exc)
         future.add_done_callback(self._done)
         return future
 
@@ -208,66 +273,101 @@ class Downloads:
         with self._cond:
             return self._cond.wait_for(lambda: self._outstanding == 0, timeout)
 
-    @contextlib.contextmanager
-    def budget(self, n: int) -> Iterator[None]:
-        """Hold ``n`` bytes of the budget while the block runs."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._in_flight == 0 or self._in_flight + n <= self.max_bytes)
-            self._in_flight += n
+    async def fetch(self, algorithm: str, chunk: Chunk, handoff: Handoff | None = None) -> BinaryIO:
+        """Download a blob, verify it, put it in the cache and return an open handle on it.
+
+        A cache that cannot take the blob (disk full, directory unusable) does not fail the
+        read: the verified bytes are served from an unlinked temporary file instead. Another
+        reader may have cached it meanwhile: then no download. A download for a reader that
+        closed (``handoff``) does not start, even if the cancellation has not arrived yet.
+        """
+        store = self._store
+        cached = await asyncio.to_thread(store.cache.open_blob, algorithm, chunk.digest)
+        if cached is not None:
+            return cached
+        await self._admit(chunk.size)
         try:
-            yield
+            if handoff is not None and handoff.closed:
+                raise asyncio.CancelledError("the reader was closed")
+            return await _fetch(store, algorithm, chunk)
         finally:
-            with self._cond:
-                self._in_flight -= n
-                self._cond.notify_all()
+            self._release(chunk.size)
+
+    async def _admit(self, n: int) -> None:
+        if not self._waiting and self._fits(n):
+            self._in_flight += n
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.append((n, turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._release(n)  # admitted, then cancelled before it could start
+            else:
+                self._waiting.remove((n, turn))
+                self._wake()  # it may have been the head of the queue
+            raise
+
+    def _fits(self, n: int) -> bool:
+        return self._in_flight == 0 or self._in_flight + n <= self.max_bytes
+
+    def _release(self, n: int) -> None:
+        self._in_flight -= n
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiting:
+            n, turn = self._waiting[0]
+            if turn.done():  # cancelled
+                self._waiting.popleft()
+                continue
+            if not self._fits(n):
+                return
+            self._waiting.popleft()
+            self._in_flight += n
+            turn.set_result(None)
 
 
-def fetch(store: Store, algorithm: str, chunk: Chunk, cancelled: threading.Event | None = None) -> BinaryIO:
-    """Download a blob, verify it, put it in the cache and return an open handle on it.
-
-    A cache that cannot take the blob (disk full, directory unusable) does not fail the
-    read: the verified bytes are served from an unlinked temporary file instead. Another
-    reader may have cached it meanwhile: then no download. ``cancelled`` (set by a reader's
-    ``close``) stops a read-ahead that has not started downloading.
-    """
-    cached = store.cache.open_blob(algorithm, chunk.digest)
-    if cached is not None:
-        return cached
-    with store.downloads.budget(chunk.size):
-        if cancelled is not None and cancelled.is_set():
-            raise concurrent.futures.CancelledError(f"read-ahead of blob {chunk.digest} cancelled")
-        return _fetch(store, algorithm, chunk)
-
-
-def _fetch(store: Store, algorithm: str, chunk: Chunk) -> BinaryIO:
+async def _fetch(store: Store, algorithm: str, chunk: Chunk) -> BinaryIO:
     try:
         fd, tmp = store.cache.temp_file(".download")
     except CacheError as exc:
         log.warning("reading blob %s without the local cache: %s", chunk.digest, exc)
         spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller, who closes it
         try:
-            _download_verified(store, algorithm, chunk, spool.fileno())
+            await _download_verified(store, algorithm, chunk, spool.fileno())
         except BaseException:
             spool.close()
             raise
         return spool
     try:
         try:
-            _download_verified(store, algorithm, chunk, fd)
+            await _download_verified(store, algorithm, chunk, fd)
         finally:
             os.close(fd)
         # Opened before adoption, so that eviction cannot pull the file away from us.
         handle = open(tmp, "rb")  # noqa: SIM115 - returned to the caller, who closes it
-        try:
-            store.cache.adopt(algorithm, chunk.digest, tmp)
-        except CacheError as exc:
-            # The bytes are verified and open: serve them uncached rather than fail the read.
-            log.warning("could not keep blob %s in the local cache: %s", chunk.digest, exc)
-        return handle
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    # Adoption owns ``tmp`` from here (moved into the cache, or removed): it completes even if
+    # this download is cancelled meanwhile, so that the cache never sees half a move.
+    try:
+        await asyncio.shield(asyncio.to_thread(_adopt, store, algorithm, chunk.digest, tmp))
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _adopt(store: Store, algorithm: str, digest: str, tmp: str) -> None:
+    try:
+        store.cache.adopt(algorithm, digest, tmp)
+    except CacheError as exc:
+        # The bytes are verified and open: serve them uncached rather than fail the read.
+        log.warning("could not keep blob %s in the local cache: %s", digest, exc)
 
 
 #: Rule R (docs/gc.md section 5): rounds of "quarantine, then the main key again" before a
@@ -275,7 +375,7 @@ def _fetch(store: Store, algorithm: str, chunk: Chunk) -> BinaryIO:
 READ_ROUNDS = 3
 
 
-def _download_verified(store: Store, algorithm: str, chunk: Chunk, fd: int) -> None:
+async def _download_verified(store: Store, algorithm: str, chunk: Chunk, fd: int) -> None:
     """Download the blob into the file ``fd`` and check it against its digest and size.
 
     Rule R: a blob missing at its main key is looked for in quarantine, where a collector
@@ -283,15 +383,15 @@ def _download_verified(store: Store, algorithm: str, chunk: Chunk, fd: int) -> N
     """
     key = store.blobs.key(algorithm, chunk.digest)
     where = f"s3://{store.root.bucket}/{key}"
-    if _download_from(store, algorithm, chunk, fd, key):
+    if await _download_from(store, algorithm, chunk, fd, key):
         return
-    store.forget_blob(key)
+    await asyncio.to_thread(store.forget_blob, key)
     for _ in range(READ_ROUNDS):
-        for copy in store.blobs.quarantined(algorithm, chunk.digest):
-            if _download_from(store, algorithm, chunk, fd, copy, quarantine=True):
+        for copy in await store.blobs.quarantined_async(algorithm, chunk.digest):
+            if await _download_from(store, algorithm, chunk, fd, copy, quarantine=True):
                 log.info("read blob %s from its quarantine copy %s", chunk.digest, copy)
                 return
-        if _download_from(store, algorithm, chunk, fd, key):
+        if await _download_from(store, algorithm, chunk, fd, key):
             return
     raise BlobMissingError(
         f"blob {chunk.digest} is missing from {where} (and from the collector's quarantine); a "
@@ -302,7 +402,7 @@ def _download_verified(store: Store, algorithm: str, chunk: Chunk, fd: int) -> N
     )
 
 
-def _download_from(
+async def _download_from(
     store: Store, algorithm: str, chunk: Chunk, fd: int, key: str, quarantine: bool = False
 ) -> bool:
     """Download ``key`` into ``fd`` and verify it; False if there is no such object (or, for
@@ -314,15 +414,13 @@ def _download_from(
     sink = _WritingSink(fd, algorithm)
     try:
         os.ftruncate(fd, chunk.size)
-        store.blobs.download(algorithm, chunk.digest, chunk.size, DOWNLOAD_PART, sink, key=key)
+        await store.blobs.download_async(algorithm, chunk.digest, chunk.size, DOWNLOAD_PART, sink, key=key)
     except ObjectNotFoundError:
         return False
     if sink.in_order and sink.hashed == chunk.size:
         digest, size = sink.hasher.hexdigest(), sink.hashed
     else:
-        with os.fdopen(fd, "rb", closefd=False) as raw:
-            raw.seek(0)
-            digest, size = hash_file(algorithm, raw)
+        digest, size = await asyncio.to_thread(_hash_fd, algorithm, fd)
     if digest == chunk.digest and size == chunk.size:
         return True
     if quarantine:
@@ -335,6 +433,12 @@ def _download_from(
         digest=chunk.digest,
         key=key,
     )
+
+
+def _hash_fd(algorithm: str, fd: int) -> tuple[str, int]:
+    with os.fdopen(fd, "rb", closefd=False) as raw:
+        raw.seek(0)
+        return hash_file(algorithm, raw)
 
 
 class _WritingSink:
@@ -386,7 +490,8 @@ class ChunkedReader(SeekableReader):
         self._queued: dict[int, concurrent.futures.Future[BinaryIO]] = {}
         self._window = 1
         self._last = -1  # the chunk read last
-        self._closed_event = threading.Event()  # cancels read-ahead not started yet
+        self._handoff = Handoff()  # what read-ahead fetched and this reader has not taken
+        self._lock = threading.RLock()  # the queue, against close() from another thread
         self._cached: set[int] = set()  # chunks found in the local cache
         if policy == "all":
             self.expect_full_read()
@@ -398,6 +503,12 @@ class ChunkedReader(SeekableReader):
                 self._queue(index)
 
     def _queue(self, index: int) -> None:
+        with self._lock:
+            self._queue_locked(index)
+
+    def _queue_locked(self, index: int) -> None:
+        if self._handoff.closed:
+            return
         if index >= len(self._entry.chunks) or index in self._queued or index in self._cached:
             return
         if self._open is not None and self._open[0] == index:
@@ -406,9 +517,7 @@ class ChunkedReader(SeekableReader):
         if self._store.cache.has_blob(self._entry.algorithm, chunk.digest):
             self._cached.add(index)  # asked once per reader: a warm read asks nothing more
             return  # opened from the cache when needed
-        self._queued[index] = self._store.downloads.submit(
-            self._store, self._entry.algorithm, chunk, self._closed_event
-        )
+        self._queued[index] = self._store.downloads.submit(self._entry.algorithm, chunk, self._handoff)
 
     def _index_of(self, pos: int) -> int:
         return max(bisect.bisect_right(self._starts, pos) - 1, 0)
@@ -419,20 +528,28 @@ class ChunkedReader(SeekableReader):
         if self._open is not None:
             self._open[1].close()
             self._open = None
-        self._queue(index)  # the chunk needed now goes first, ahead of any read-ahead
-        if self._policy == "auto":
-            # Sequential access doubles the window, up to MAX_READ_AHEAD; a seek resets it.
-            sequential = index == self._last + 1
-            self._window = min(2 * self._window, MAX_READ_AHEAD) if sequential and self._last >= 0 else 1
-            for ahead in range(index + 1, index + 1 + self._window):
-                self._queue(ahead)
-        self._last = index
-        queued = self._queued.pop(index, None)
+        closed = ValueError(f"{self.path} was closed during the read")
+        with self._lock:  # against a close() from another thread
+            if self._handoff.closed:
+                raise closed
+            self._queue(index)  # the chunk needed now goes first, ahead of any read-ahead
+            if self._policy == "auto":
+                # Sequential access doubles the window, up to MAX_READ_AHEAD; a seek resets it.
+                sequential = index == self._last + 1
+                self._window = min(2 * self._window, MAX_READ_AHEAD) if sequential and self._last >= 0 else 1
+                for ahead in range(index + 1, index + 1 + self._window):
+                    self._queue(ahead)
+            self._last = index
+            queued = self._queued.pop(index, None)
         chunk = self._entry.chunks[index]
-        handle = (
-            queued.result() if queued is not None else open_chunk(self._store, self._entry.algorithm, chunk)
-        )
-        self._open = (index, handle)
+        if queued is None:
+            handle = self._handoff.give_now(open_chunk(self._store, self._entry.algorithm, chunk), closed)
+        else:
+            try:
+                handle = queued.result()  # a closed reader's handles close in the handoff
+            except concurrent.futures.CancelledError:
+                raise closed from None
+        self._open = (index, self._handoff.take(handle))
         return handle
 
     def _locate(self) -> tuple[int, int, int]:
@@ -477,18 +594,12 @@ class ChunkedReader(SeekableReader):
         return data
 
     def close(self) -> None:
-        self._closed_event.set()
+        with self._lock:
+            self._handoff.close()  # first: a download admitted from now on does not start
+            for future in self._queued.values():
+                future.cancel()  # queued or running: stopped; done: its handle is in the handoff
+            self._queued.clear()
         if self._open is not None:
             self._open[1].close()
             self._open = None
-        for future in self._queued.values():
-            if not future.cancel():  # running or done: its handle is ours to close
-                future.add_done_callback(_close_result)
-        self._queued.clear()
         super().close()
-
-
-def _close_result(future: concurrent.futures.Future[BinaryIO]) -> None:
-    """Close what a read-ahead fetched for a reader that is gone (its failure is nobody's)."""
-    if not future.cancelled() and future.exception() is None:
-        future.result().close()

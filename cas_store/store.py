@@ -22,7 +22,7 @@ from cas_store import __version__, reader, writer
 from cas_store.backend.base import ObjectStore
 from cas_store.blobs import Blobs
 from cas_store.cache import LocalCache
-from cas_store.chunking import Chunker, configured_chunker
+from cas_store.chunking import Chunker, ChunkerSpec, configured_chunker
 from cas_store.config import StoreConfig
 from cas_store.errors import CacheError, IncompatibleStoreError, StoreOfflineError
 from cas_store.fileobj import WriteFile
@@ -71,6 +71,9 @@ class Store:
         self._marker: Marker | None = None
         self._remembered: Marker | None = None  # the mirror's copy of the marker, until it loads
         self._downloads: reader.Downloads | None = None
+        #: True once this object created the store: the marker it reads back is the one it wrote
+        #: (on a server that ignores If-None-Match, a concurrent creator's may have won).
+        self.created = False
         self._no_marker = False  # the bucket said there is no marker (and we have not created one)
         self._marker_lock = threading.Lock()
 
@@ -110,9 +113,12 @@ class Store:
 
     # -- format marker ---------------------------------------------------------------------
 
-    def marker(self, create: bool = False, *, gc_grace: float | None = None) -> Marker | None:
+    def marker(
+        self, create: bool = False, *, gc_grace: float | None = None, chunker: ChunkerSpec | None = None
+    ) -> Marker | None:
         """The store's format marker; with ``create``, initialise an empty prefix as a store
-        (with ``gc_grace``, else the configuration's).
+        (with ``gc_grace`` and ``chunker``, each else the configuration's; a ``chunker`` the
+        configuration contradicts is refused before anything is written).
 
         Raises :class:`IncompatibleStoreError` for a marker of another format version, a
         marker whose settings contradict the configuration, or a prefix that holds other
@@ -123,7 +129,7 @@ class Store:
         with self._marker_lock:
             if self._marker is None and (create or not self._no_marker):
                 grace = self.config.gc_grace if gc_grace is None else gc_grace
-                self._marker = self._load_marker(create, grace)
+                self._marker = self._load_marker(create, grace, chunker)
                 # A store not created yet has no paths to read either: reads need not ask again.
                 self._no_marker = self._marker is None
             return self._marker
@@ -141,7 +147,7 @@ class Store:
         assert marker is not None
         return marker.chunker_spec.build()
 
-    def _load_marker(self, create: bool, gc_grace: float) -> Marker | None:
+    def _load_marker(self, create: bool, gc_grace: float, chunker: ChunkerSpec | None) -> Marker | None:
         where = f"{self.root.uri} ({self.objects.endpoint})"
         key = self.root.marker_key()
         opening = f"opening the store {self.root.uri}"
@@ -167,9 +173,13 @@ class Store:
             )
         if not create:
             return None
+        if chunker is None:
+            chunker = configured_chunker(self.config.chunker, self.config.chunk_size).spec()
+        else:
+            self._check_chunker(chunker, "is to cut")
         marker = Marker.new(
             self.config.hash_algorithm or DEFAULT_ALGORITHM,
-            configured_chunker(self.config.chunker, self.config.chunk_size).spec(),
+            chunker,
             gc_grace,
             f"cas_store {__version__}",
         )
@@ -183,7 +193,9 @@ class Store:
         found = self.objects.run(opening, lambda: self.objects.get(key))
         if found is None:
             raise IncompatibleStoreError(f"the marker of {where} vanished right after it was written")
-        return self._accept(Marker.decode(found[0], where), found[0])
+        accepted = self._accept(Marker.decode(found[0], where), found[0])
+        self.created = accepted.store_id == marker.store_id
+        return accepted
 
     def _accept(self, marker: Marker, raw: bytes) -> Marker:
         wanted = self.config.hash_algorithm
@@ -193,12 +205,18 @@ class Store:
                 f"configuration asks for {wanted!r}: drop hash_algorithm from the configuration "
                 "or use a new root for the other algorithm"
             )
+        self._check_chunker(marker.chunker_spec, "cuts")
+        with self._best_effort("mirror the store's marker"):
+            self.cache.mirror.put_marker(self.location, raw)
+        return marker
+
+    def _check_chunker(self, spec: ChunkerSpec, verb: str) -> None:
+        """Refuse a store chunker that the configuration's ``chunker``/``chunk_size`` contradict."""
         wanted_size = self.config.chunk_size
-        spec = marker.chunker_spec
         wanted_chunker = self.config.chunker or ("fixed" if wanted_size is not None else None)
         if wanted_chunker is not None and wanted_chunker != spec.name:
             raise IncompatibleStoreError(
-                f"the store {self.root.uri} cuts files with the chunker {spec.name!r} "
+                f"the store {self.root.uri} {verb} files with the chunker {spec.name!r} "
                 f"({dict(spec.params)}) but the configuration asks for {wanted_chunker!r}"
                 f"{f' chunks of {wanted_size} bytes' if wanted_size is not None else ''}: drop "
                 "chunker and chunk_size from the configuration (identical files would otherwise "
@@ -207,13 +225,10 @@ class Store:
         declared = spec.params.get("size") if spec.name == "fixed" else None
         if wanted_size is not None and wanted_size != declared:
             raise IncompatibleStoreError(
-                f"the store {self.root.uri} cuts files into chunks of {declared} bytes but "
+                f"the store {self.root.uri} {verb} files into chunks of {declared} bytes but "
                 f"the configuration asks for {wanted_size}: drop chunk_size from the configuration "
                 "(identical files would otherwise stop deduplicating) or use a new root"
             )
-        with self._best_effort("mirror the store's marker"):
-            self.cache.mirror.put_marker(self.location, raw)
-        return marker
 
     def _first_object(self) -> str | None:
         """The key of some object under the root, or None if the prefix is empty."""
@@ -479,14 +494,14 @@ class Store:
 
     @property
     def downloads(self) -> reader.Downloads:
-        """The store's shared download pool, bounded by bytes in flight (created on first use)."""
+        """The store's download pipeline, bounded by bytes in flight (created on first use)."""
         if self._downloads is None:
             with self._marker_lock:
                 if self._downloads is None:
                     # As many bytes in flight as max_concurrency fixed 8 MiB chunks: more, smaller
                     # chunks (content-defined chunking) download more at a time in the same memory.
                     budget = self.config.max_concurrency * reader.DOWNLOAD_PART
-                    self._downloads = reader.Downloads(budget, workers=4 * self.config.max_concurrency)
+                    self._downloads = reader.Downloads(self, budget)
         return self._downloads
 
 

@@ -12,7 +12,6 @@ from cas_store import __version__
 from cas_store.chunking import CHUNKERS, DEFAULT_CHUNK_SIZE, FASTCDC_DEFAULTS, ChunkerSpec
 from cas_store.errors import CASStoreError, IncompatibleStoreError
 from cas_store.format import Marker
-from cas_store.hashing import DEFAULT_ALGORITHM
 from cas_store.maintenance._common import require_store
 from cas_store.safety import DEFAULT_GC_GRACE, GCDurations
 from cas_store.store import Store
@@ -79,6 +78,10 @@ def new_chunker(name: str, params: Mapping[str, Any] | None = None) -> ChunkerSp
         raise ValueError(f"chunker {name}: {exc}") from exc
 
 
+def _same(a: ChunkerSpec, b: ChunkerSpec) -> bool:
+    return a.name == b.name and dict(a.params) == dict(b.params)
+
+
 def _describe(spec: ChunkerSpec) -> str:
     return f"{spec.name} {dict(spec.params)}"
 
@@ -93,14 +96,11 @@ def init_store(store: Store, gc_grace: float | None = None, chunker: ChunkerSpec
     wanted_chunker = None if chunker is None else new_chunker(chunker.name, chunker.params)
     existing = store.marker()
     if existing is None:
-        if wanted_chunker is None:
-            marker = store.marker(create=True, gc_grace=gc_grace)
-            assert marker is not None
+        marker = store.marker(create=True, gc_grace=gc_grace, chunker=wanted_chunker)
+        assert marker is not None
+        if store.created:
             return StoreInfo.of(store, marker, created=True)
-        marker, created = _create(store, wanted_chunker, gc_grace)
-        if created:
-            return StoreInfo.of(store, marker, created=True)
-        existing = marker  # another creator won: its store, if it has these settings
+        existing = marker  # a concurrent creator won: its store, if it has these settings
     wanted = GCDurations.from_grace(gc_grace) if gc_grace is not None else None
     have = existing.gc
     if wanted is not None and (have is None or have.grace != wanted.grace):
@@ -111,9 +111,7 @@ def init_store(store: Store, gc_grace: float | None = None, chunker: ChunkerSpec
             + (" (or `cas-store upgrade` this format 1 store)" if have is None else "")
         )
     spec = existing.chunker_spec
-    if wanted_chunker is not None and (
-        wanted_chunker.name != spec.name or dict(wanted_chunker.params) != dict(spec.params)
-    ):
+    if wanted_chunker is not None and not _same(spec, wanted_chunker):
         raise IncompatibleStoreError(
             f"{store.root.uri} is already a store, with chunker {_describe(spec)}, not "
             f"{_describe(wanted_chunker)}; a store's settings are fixed when it is created (its "
@@ -121,37 +119,6 @@ def init_store(store: Store, gc_grace: float | None = None, chunker: ChunkerSpec
             "another chunker"
         )
     return StoreInfo.of(store, existing, created=False)
-
-
-def _create(store: Store, chunker: ChunkerSpec, gc_grace: float | None) -> tuple[Marker, bool]:
-    """Step 3 of creating a store (docs/design.md) with ``chunker`` rather than the
-    configuration's, on a root :meth:`Store.marker` found empty: ``PUT`` the marker with
-    ``If-None-Match: *``, then read back what is there. True if it is the marker written."""
-    config = store.config
-    named = config.chunker or ("fixed" if config.chunk_size is not None else None)
-    if named is not None and (
-        named != chunker.name or config.chunk_size not in (None, chunker.params.get("size"))
-    ):
-        size = f" chunks of {config.chunk_size} bytes" if config.chunk_size is not None else ""
-        raise IncompatibleStoreError(
-            f"the configuration of {store.root.uri} asks for the chunker {named!r}{size}, not "
-            f"{_describe(chunker)}: drop chunker and chunk_size from the configuration, or ask "
-            "for the chunker they name"
-        )
-    grace = config.gc_grace if gc_grace is None else gc_grace
-    new = Marker.new(config.hash_algorithm or DEFAULT_ALGORITHM, chunker, grace, f"cas_store {__version__}")
-    key = store.root.marker_key()
-    objects = store.objects
-    body = new.encode()
-    objects.run(
-        f"creating the store {store.root.uri}",
-        lambda: objects.put(key, body, if_absent=True, content_type="application/json"),
-    )
-    # On servers that ignore If-None-Match the last of concurrent creators wins: use what is there.
-    written = store.reload_marker()
-    if written is None:
-        raise IncompatibleStoreError(f"the marker of {store.root.uri} vanished right after it was written")
-    return written, written.store_id == new.store_id
 
 
 def upgrade_store(
