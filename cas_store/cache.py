@@ -30,6 +30,7 @@ import contextlib
 import errno
 import logging
 import os
+import random
 import shutil
 import sqlite3
 import tempfile
@@ -261,6 +262,12 @@ class Mirror:
         "PRIMARY KEY (store, key)) WITHOUT ROWID",
         "CREATE TABLE markers (store TEXT PRIMARY KEY, marker BLOB NOT NULL)",
     )
+    _RUNS = (
+        "CREATE TABLE IF NOT EXISTS runs (lead TEXT PRIMARY KEY, chunks BLOB NOT NULL, "
+        "used REAL NOT NULL) WITHOUT ROWID"
+    )
+    #: Chunk runs kept (the most recently used): about 20 KiB per GiB of file each.
+    RUNS_KEPT = 4096
     _TIMEOUT = 60.0  # seconds to wait for another connection's lock
 
     def __init__(self, path: Path) -> None:
@@ -295,6 +302,9 @@ class Mirror:
                 for statement in self._SCHEMA:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {self._SCHEMA_VERSION}")
+            # Added within schema 2 (older versions ignore the table): chunk runs of files
+            # written here, which let a writer of the same content skip the chunker.
+            conn.execute(self._RUNS)
         self._identity = _identity(self.path)
 
     def _remove_damaged(self, exc: BaseException) -> None:
@@ -476,6 +486,27 @@ class Mirror:
             lambda conn: conn.execute("DELETE FROM remote_blobs WHERE store = ? AND key = ?", (store, key)),
             write=True,
         )
+
+    def put_run(self, lead: str, chunks: bytes) -> None:
+        """Keep the chunk run of a file whose first chunk is ``lead`` (see :mod:`cas_store.runs`)."""
+
+        def put(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?)", (lead, chunks, time.time()))
+            if random.random() < 1 / 64:  # a scan of the table: now and then is enough
+                conn.execute(
+                    "DELETE FROM runs WHERE lead IN "
+                    "(SELECT lead FROM runs ORDER BY used DESC LIMIT -1 OFFSET ?)",
+                    (self.RUNS_KEPT,),
+                )
+
+        self._run("record a chunk run", put, write=True)
+
+    def get_run(self, lead: str) -> bytes | None:
+        row = self._run(
+            "look up a chunk run",
+            lambda conn: conn.execute("SELECT chunks FROM runs WHERE lead = ?", (lead,)).fetchone(),
+        )
+        return None if row is None else bytes(row[0])
 
     def put_marker(self, store: str, marker: bytes) -> None:
         self._run(

@@ -13,7 +13,8 @@ import concurrent.futures
 import functools
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import BinaryIO, Protocol
 
@@ -37,6 +38,26 @@ class ChunkSink(Protocol):
 
     def flush(self) -> None:
         """Wait until every chunk added so far is durable; raise the first upload failure."""
+
+
+@dataclass(frozen=True)
+class RunChunk:
+    """A chunk of a file written before: its size, its digest, and the digest of the file's
+    content from its start to the chunk's end (the prefix digest)."""
+
+    size: int
+    digest: str
+    prefix: str
+
+
+class ChunkRuns(Protocol):
+    """The chunk runs of files written before (see :mod:`cas_store.runs`)."""
+
+    def lookup(self, first: Chunk) -> Sequence[RunChunk] | None:
+        """The run of a file that started with ``first``, if one is known (first chunk included)."""
+
+    def record(self, chunks: Sequence[Chunk], prefixes: Sequence[str]) -> None:
+        """Keep the run of a file just published (best effort)."""
 
 
 class SeekableReader(io.BufferedIOBase):
@@ -127,22 +148,8 @@ class SeekableReader(io.BufferedIOBase):
         return self.read(size)
 
 
-class LocalCopy(Protocol):
-    """Where a :class:`ReadFile` keeps the content it hands out in order from the start (a
-    whole-file copy for the local cache); kept only if the content matched its digest."""
-
-    def write(self, data: bytes | memoryview) -> None:
-        """The next bytes of the content (called in order, from offset 0)."""
-
-    def commit(self) -> None:
-        """The content is complete and verified: keep it."""
-
-    def abort(self) -> None:
-        """The copy will not be complete (or not verified): drop what was written."""
-
-
-#: Handed-out pieces at least this large are hashed (and copied) on a background thread,
-#: overlapping the next read; smaller ones inline, where a hand-off would cost more.
+#: Handed-out pieces at least this large are hashed on a background thread, overlapping the
+#: next read; smaller ones inline, where a hand-off would cost more.
 BACKGROUND_MIN = 256 * 1024
 
 
@@ -150,10 +157,23 @@ BACKGROUND_MIN = 256 * 1024
 def _background_pool() -> concurrent.futures.ThreadPoolExecutor:
     """One thread for every reader of the process: work of one reader runs in its order.
 
-    xxhash and file writes release the GIL, so the hashing of one piece overlaps the
-    reading of the next.
+    xxhash releases the GIL, so the hashing of one piece overlaps the reading of the next.
     """
     return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cas_store-verify")
+
+
+def _update(hasher: Hasher, data: bytes | memoryview) -> None:
+    hasher.update(data)
+
+
+def in_background(job: Callable[[], object]) -> concurrent.futures.Future[object]:
+    """Run ``job`` on the readers' background thread, after what is queued there."""
+    return _background_pool().submit(job)
+
+
+def wait_background() -> None:
+    """Wait until every job queued on the readers' background thread so far has run."""
+    in_background(lambda: None).result()
 
 
 class ReadFile(SeekableReader):
@@ -167,9 +187,7 @@ class ReadFile(SeekableReader):
 
     Pieces returned by ``read`` are immutable, so they are hashed on a background
     thread while the caller reads on; the verdict still comes with the read that
-    reaches the end. ``copy`` (optional) receives the content read in order from the
-    start and is committed once it verified; ``on_verified`` is called when the content
-    matched its digest.
+    reaches the end. ``on_verified`` is called when the content matched its digest.
     """
 
     def __init__(
@@ -182,8 +200,7 @@ class ReadFile(SeekableReader):
         refetch: Callable[[], BinaryIO],
         on_corrupt: Callable[[], None],
         verify: bool = True,
-        copy: LocalCopy | None = None,
-        on_verified: Callable[[], None] | None = None,
+        on_verified: Callable[[], object] | None = None,
     ) -> None:
         super().__init__(path, size)
         self._handle = handle
@@ -194,9 +211,8 @@ class ReadFile(SeekableReader):
         self._hasher: Hasher | None = new_hasher(algorithm) if verify else None
         self._hashed = 0  # bytes [0, _hashed) went (or are queued to go) through the hasher
         self._whole = False  # the read in progress started at 0 and covers everything
-        self._copy = copy
         self._on_verified = on_verified
-        self._pending: list[concurrent.futures.Future[None]] = []  # background jobs not settled
+        self._pending: list[concurrent.futures.Future[object]] = []  # background jobs not settled
 
     def _read_into(self, view: memoryview) -> int:
         self._handle.seek(self._pos)
@@ -216,45 +232,28 @@ class ReadFile(SeekableReader):
         """Account for ``data``, just read at the position: hash it, check at the end.
 
         ``owned``: nobody can change ``data`` any more (bytes handed out), so it may be
-        processed later, in the background; a caller's buffer is processed now.
+        hashed later, in the background; a caller's buffer is hashed now.
         """
         n = len(data)
-        in_order = self._pos == self._hashed and n > 0
-        if self._copy is not None and not in_order:
-            self._drop_copy()  # a gap: the copy could never be complete
-        if in_order and (self._hasher is not None or self._copy is not None):
-            self._process(data, background=owned and n >= BACKGROUND_MIN)
+        hasher = self._hasher
+        if hasher is not None and self._pos == self._hashed and n:
+            if owned and n >= BACKGROUND_MIN:
+                self._later(functools.partial(_update, hasher, data))
+            else:
+                self._settle()  # after what is queued: the hasher takes bytes in order
+                hasher.update(data)
             self._hashed += n
         self._pos += n
-        if self._pos >= self.size:
-            if not self._check():
-                self._on_corrupt()
-                if not self._whole:
-                    raise IntegrityError(
-                        f"the cached copy of {self.path} was corrupt (digest mismatch); it has "
-                        "been discarded: open the file again to read it from S3"
-                    )
-                raise _Refetch
-            if self._copy is not None and self._hashed == self.size:
-                copy, self._copy = self._copy, None
-                self._later(copy.commit)
+        if self._pos >= self.size and not self._check():
+            self._on_corrupt()
+            if not self._whole:
+                raise IntegrityError(
+                    f"the cached copy of {self.path} was corrupt (digest mismatch); it has "
+                    "been discarded: open the file again to read it from S3"
+                )
+            raise _Refetch
 
-    def _process(self, data: bytes | memoryview, background: bool) -> None:
-        hasher, copy = self._hasher, self._copy
-
-        def run() -> None:
-            if hasher is not None:
-                hasher.update(data)
-            if copy is not None:
-                copy.write(data)
-
-        if background:
-            self._later(run)
-        else:
-            self._settle()  # after what is queued: the hasher takes bytes in order
-            run()
-
-    def _later(self, job: Callable[[], None]) -> None:
+    def _later(self, job: Callable[[], object]) -> None:
         """Run ``job`` on the background thread, after the jobs queued before it."""
         self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
         self._pending.append(_background_pool().submit(job))
@@ -265,12 +264,6 @@ class ReadFile(SeekableReader):
         for future in pending:
             future.result()
 
-    def _drop_copy(self) -> None:
-        copy, self._copy = self._copy, None
-        if copy is not None:
-            self._settle()
-            copy.abort()
-
     def _check(self) -> bool:
         """True if the content was fully hashed and matches (or was not fully hashed yet)."""
         if self._hasher is None or self._hashed < self.size:
@@ -278,9 +271,7 @@ class ReadFile(SeekableReader):
         self._settle()
         ok = self._hashed == self.size and self._hasher.hexdigest() == self._digest
         self._hasher = None  # checked once
-        if not ok:
-            self._drop_copy()
-        elif self._on_verified is not None:
+        if ok and self._on_verified is not None:
             self._on_verified()
         return ok
 
@@ -290,7 +281,7 @@ class ReadFile(SeekableReader):
         if self._whole and isinstance(self._handle, SeekableReader):
             self._handle.expect_full_read()
         try:
-            if self._whole and self._hasher is not None and self._hashed == 0 and self._copy is None:
+            if self._whole and self._hasher is not None and self._hashed == 0:
                 data = self._read_verified_in_parallel()
                 if data is not None:
                     return data
@@ -340,7 +331,6 @@ class ReadFile(SeekableReader):
     def close(self) -> None:
         if not self.closed:
             try:
-                self._drop_copy()
                 self._settle()
             finally:
                 self._handle.close()
@@ -373,10 +363,26 @@ class WriteFile(io.BufferedIOBase):
     and the chunk list (or, for a small file, its bytes) to ``sink.commit``. Leaving a
     ``with`` block by an exception, or :meth:`discard`, calls ``sink.abort`` instead:
     nothing is published.
+
+    Following a run (``runs``): once the first chunk is cut, a file written before that
+    started with the same chunk is looked up. While the content goes on as that file's
+    did, its next chunk is taken as it is: the chunker is not run and the chunk is not
+    hashed, because the digest of the content from the start to the chunk's end (one
+    update of the whole-file hash, which is computed anyway) equals that file's prefix
+    digest there. Equal prefixes mean equal content up to that boundary, and a chunker's
+    boundary depends only on the bytes before it, so the chunk is the one the chunker would
+    cut (the run's last chunk, cut by that file's end, is left to the chunker). At the first
+    difference the chunker takes over from the last boundary.
     """
 
     def __init__(
-        self, path: str, algorithm: str, chunker: Chunker, inline_threshold: int, sink: ChunkSink
+        self,
+        path: str,
+        algorithm: str,
+        chunker: Chunker,
+        inline_threshold: int,
+        sink: ChunkSink,
+        runs: ChunkRuns | None = None,
     ) -> None:
         super().__init__()
         self.path = path
@@ -385,13 +391,17 @@ class WriteFile(io.BufferedIOBase):
         self._chunker = chunker
         self._inline_threshold = inline_threshold
         self._sink = sink
-        self._whole: Hasher = new_hasher(algorithm)
+        self._runs = runs
+        self._whole: Hasher = new_hasher(algorithm)  # over the chunks emitted so far
         # One reused buffer, grown on need up to the chunker's largest chunk: fresh multi-MiB
         # allocations per chunk fragment the heap (glibc's adaptive mmap threshold) and grow
         # RSS with file size, and a small file never pays for a whole chunk.
         self._buffer = bytearray()
         self._filled = 0
         self._chunks: list[Chunk] = []
+        self._prefixes: list[str] = []  # the whole-file digest at the end of each chunk
+        self._follow: Sequence[RunChunk] | None = None  # the run being followed
+        self._next = 0  # its chunk expected next
         self._size = 0
         self._open = True
         self._failed: BaseException | None = None  # a write() that raised poisons the file
@@ -414,16 +424,13 @@ class WriteFile(io.BufferedIOBase):
     def _write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data).cast("B")
         n = len(view)
-        self._whole.update(view)
         self._size += n
         limit = self._chunker.max_size
         while view:
-            if not self._filled and len(view) >= limit:
-                cut = self._chunker.cut(view, final=False)
-                assert cut is not None  # a chunker decides within max_size bytes
-                self._emit(view[:cut])  # straight from the caller's buffer: no copy
-                view = view[cut:]
-                continue
+            if not self._filled:
+                view = self._from_view(view)  # straight from the caller's buffer: no copy
+                if not view:
+                    break
             take = min(limit - self._filled, len(view))
             needed = self._filled + take
             if needed > len(self._buffer):
@@ -432,30 +439,100 @@ class WriteFile(io.BufferedIOBase):
             self._buffer[self._filled : needed] = view[:take]
             self._filled = needed
             view = view[take:]
-            if self._filled == limit:
+            if self._filled == limit or (self._follow is not None and self._filled >= self._expected().size):
                 self._drain(final=False)
         return n
 
+    def _expected(self) -> RunChunk:
+        assert self._follow is not None
+        return self._follow[self._next]
+
+    def _from_view(self, view: memoryview) -> memoryview:
+        """Emit the chunks that lie whole in ``view`` (the buffer being empty); the rest."""
+        limit = self._chunker.max_size
+        while view:
+            if self._follow is not None:
+                size = self._expected().size
+                if len(view) < size:
+                    break
+                if self._take(view[:size]):
+                    view = view[size:]
+                continue  # taken, or the chunker takes over
+            if len(view) < limit:
+                break
+            cut = self._chunker.cut(view, final=False)
+            assert cut is not None  # a chunker decides within max_size bytes
+            self._emit(view[:cut], final=False)
+            view = view[cut:]
+        return view
+
     def _drain(self, final: bool) -> None:
-        """Emit every chunk the chunker can cut from the buffer; keep the rest at its start."""
+        """Emit every chunk that can be decided from the buffer; keep the rest at its start."""
         start = 0
         with memoryview(self._buffer) as whole:
             while start < self._filled:
+                if self._follow is not None:
+                    size = self._expected().size
+                    if self._filled - start >= size:
+                        with whole[start : start + size] as chunk:
+                            if self._take(chunk):
+                                start += size
+                        continue
+                    if not final:
+                        break
+                    self._follow = None  # the file ends within the chunk: the chunker's call
                 cut = self._chunker.cut(whole[start : self._filled], final=final)
                 if cut is None:
                     break
                 with whole[start : start + cut] as chunk:
-                    self._emit(chunk)  # the sink copies what it keeps: the buffer is reused
+                    self._emit(chunk, final)  # the sink copies what it keeps: the buffer is reused
                 start += cut
         if start:
             self._buffer[: self._filled - start] = self._buffer[start : self._filled]
             self._filled -= start
 
-    def _emit(self, chunk: memoryview) -> None:
+    def _emit(self, chunk: memoryview, final: bool) -> None:
+        """A chunk the chunker cut: hash it, hand it on, and after the first look for a run."""
         hasher = new_hasher(self._algorithm)
         hasher.update(chunk)
         digest = hasher.hexdigest()
+        self._whole.update(chunk)
+        self._add(chunk, digest, self._whole.hexdigest())
+        if len(self._chunks) == 1 and not final and self._runs is not None:
+            run = self._runs.lookup(self._chunks[0])
+            first = run[0] if run else None
+            if (
+                run is not None
+                and len(run) > 2
+                and first is not None
+                and (first.size, first.digest)
+                == (
+                    len(chunk),
+                    digest,
+                )
+            ):
+                self._follow, self._next = run, 1
+
+    def _take(self, chunk: memoryview) -> bool:
+        """The run's next chunk, if ``chunk`` is it: the content up to its end must hash to the
+        run's prefix digest there. Else stop following (False)."""
+        expected = self._expected()
+        ahead = self._whole.copy()
+        ahead.update(chunk)
+        prefix = ahead.hexdigest()
+        if prefix != expected.prefix:
+            self._follow = None
+            return False
+        self._whole = ahead
+        self._add(chunk, expected.digest, prefix)
+        self._next += 1
+        if self._next >= len(self._follow or ()) - 1:
+            self._follow = None  # the run's last chunk was cut by its file's end
+        return True
+
+    def _add(self, chunk: memoryview, digest: str, prefix: str) -> None:
         self._chunks.append(Chunk(digest, len(chunk)))
+        self._prefixes.append(prefix)
         self._sink.add(chunk, digest)
 
     def tell(self) -> int:
@@ -492,10 +569,13 @@ class WriteFile(io.BufferedIOBase):
                 ) from self._failed
             if not self._chunks and self._size <= self._inline_threshold:
                 inline = bytes(self._buffer[: self._filled])
+                self._whole.update(inline)
                 self._sink.commit(self._size, self._whole.hexdigest(), [], inline)
             else:
                 self._drain(final=True)
                 self._sink.commit(self._size, self._whole.hexdigest(), self._chunks, None)
+                if self._runs is not None and len(self._chunks) > 2:
+                    self._runs.record(self._chunks, self._prefixes)
         except BaseException:
             self._sink.abort()
             raise

@@ -22,6 +22,8 @@ class Hasher(Protocol):
 
     def hexdigest(self) -> str: ...
 
+    def copy(self) -> Hasher: ...
+
 
 def _blake3() -> Hasher:
     try:

@@ -12,12 +12,15 @@ import bisect
 import collections
 import concurrent.futures
 import contextlib
+import errno
 import functools
 import io
 import logging
 import os
+import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
 from cas_store import cache, config
@@ -29,7 +32,7 @@ from cas_store.errors import (
     IntegrityError,
     ObjectNotFoundError,
 )
-from cas_store.fileobj import ReadFile, SeekableReader
+from cas_store.fileobj import ReadFile, SeekableReader, in_background
 from cas_store.format import DEFAULT_CHUNK_SIZE, Chunk, Entry
 from cas_store.hashing import hash_bytes, hash_file, new_hasher
 
@@ -82,19 +85,13 @@ def open_read(
     # content): a warm read is then one local file, not one per chunk.
     whole = store.cache.open_blob(entry.algorithm, entry.digest)
     verify = store.config.verify_reads
-    on_verified = None
+    on_verified: Callable[[], object] | None = None
     if whole is not None and verify:
         # Hashed on its first full read in this process; trusted while it stays that file.
         verify = not cache.trusted(whole, entry.digest)
         on_verified = functools.partial(cache.mark_verified, whole, entry.digest)
-    copy = None
-    if (
-        whole is None
-        and len(entry.chunks) > 1
-        and verify
-        and entry.size <= store.cache.size_limit // WHOLE_COPY_SHARE
-    ):
-        copy = WholeCopy(store, entry.algorithm, entry.digest)
+    elif whole is None and len(entry.chunks) > 1 and entry.size <= store.cache.size_limit // WHOLE_COPY_SHARE:
+        on_verified = functools.partial(in_background, functools.partial(assemble_whole_copy, store, entry))
     return ReadFile(
         display_path,
         whole if whole is not None else source(),
@@ -104,7 +101,6 @@ def open_read(
         refetch=source,  # after on_corrupt discarded the cached copies: fetches afresh
         on_corrupt=discard,
         verify=verify,
-        copy=copy,
         on_verified=on_verified,
     )
 
@@ -114,59 +110,67 @@ def open_read(
 WHOLE_COPY_SHARE = 4
 
 
-class WholeCopy:
-    """A whole-file copy for the local cache, written as a file is read in order from the
-    start (by :class:`~cas_store.fileobj.ReadFile`, on its background thread) and kept, under
-    the content's digest, once the content verified. Best effort: a cache that cannot take
-    it costs the reader nothing but the copy."""
+def assemble_whole_copy(store: Store, entry: Entry) -> bool:
+    """Cache the content of ``entry`` as one file, under its digest, from its cached chunks.
 
-    def __init__(self, store: Store, algorithm: str, digest: str) -> None:
-        self._cache = store.cache
-        self._algorithm = algorithm
-        self._digest = digest
-        self._fd: int | None = None
-        self._path: str | None = None
-        self._failed = False
+    Called (on the readers' background thread) after a read of the whole file matched its
+    digest: its chunks were just read from the cache or put there. The copy is made in the
+    kernel (``copy_file_range``) and is born verified: it is the concatenation of the very
+    files whose bytes were just hashed. Best effort: False, and nothing kept, if a chunk was
+    evicted meanwhile or the cache cannot take the copy. Chunks and copy are evicted
+    independently.
+    """
+    algorithm = entry.algorithm
+    try:
+        if store.cache.has_blob(algorithm, entry.digest):
+            return False
+        fd, tmp = store.cache.temp_file(".whole")
+    except CacheError as exc:
+        log.debug("no whole-file copy of %s: %s", entry.digest, exc)
+        return False
+    try:
+        with open(fd, "wb") as out:
+            for chunk in entry.chunks:
+                handle = store.cache.open_blob(algorithm, chunk.digest)
+                if handle is None:
+                    return False  # evicted meanwhile
+                with handle:
+                    _copy_into(handle, out, chunk.size)
+            out.flush()
+            if out.tell() != entry.size:
+                return False
+            kept = store.cache.adopt(algorithm, entry.digest, tmp)  # tmp is gone either way
+            if kept:
+                cache.mark_verified(out.fileno(), entry.digest)  # the rename kept its fingerprint
+            return kept
+    except (OSError, CacheError) as exc:
+        log.debug("no whole-file copy of %s: %s", entry.digest, exc)
+        return False
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
-    def write(self, data: bytes | memoryview) -> None:
-        if self._failed:
-            return
-        try:
-            if self._fd is None:
-                self._fd, self._path = self._cache.temp_file(".whole")
-            with memoryview(data) as whole:
-                view = whole
-                while view:
-                    view = view[os.write(self._fd, view) :]
-        except (OSError, CacheError) as exc:
-            log.debug("not keeping a whole-file copy of %s: %s", self._digest, exc)
-            self._failed = True
-            self.abort()
 
-    def commit(self) -> None:
-        if self._failed or self._fd is None or self._path is None:
-            return
-        fd, self._fd = self._fd, None
-        path, self._path = self._path, None
-        try:
-            # Its content was hashed as it was written: born verified (the rename into the
-            # cache keeps the inode and mtime the fingerprint is made of).
-            if self._cache.adopt(self._algorithm, self._digest, path):
-                cache.mark_verified(fd, self._digest)
-        except CacheError as exc:
-            log.debug("not keeping a whole-file copy of %s: %s", self._digest, exc)
-        finally:
-            os.close(fd)
+def _copy_into(source: BinaryIO, out: BinaryIO, size: int) -> None:
+    """Append ``size`` bytes of ``source`` (from its start) to ``out``, in the kernel if it can."""
+    out.flush()
+    src, dst, copied = source.fileno(), out.fileno(), 0
+    try:
+        while copied < size:
+            n = os.copy_file_range(src, dst, size - copied, copied)
+            if n == 0:
+                raise OSError(f"a cached chunk is shorter than {size} bytes")
+            copied += n
+        out.seek(0, os.SEEK_END)
+    except (AttributeError, OSError) as exc:
+        if copied or (isinstance(exc, OSError) and exc.errno not in _NO_COPY_RANGE):
+            raise
+        source.seek(0)
+        shutil.copyfileobj(source, out)
 
-    def abort(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
-        if self._path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self._path)
-            self._path = None
+
+#: Where ``copy_file_range`` is not available: copied through user space instead.
+_NO_COPY_RANGE = {errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
 
 
 def open_chunk(store: Store, algorithm: str, chunk: Chunk) -> BinaryIO:

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 from cas_store.backend.base import gather_limited
 from cas_store.errors import BlobMissingError, CacheError
 from cas_store.fileobj import WriteFile
-from cas_store.format import Chunk, Entry
+from cas_store.format import DEFAULT_CHUNK_SIZE, Chunk, Entry
 from cas_store.hashing import hash_bytes
+from cas_store.runs import ChunkRuns
 
 if TYPE_CHECKING:
     from cas_store.manifest import Record
@@ -27,11 +28,39 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+#: The byte budget of one file's uploads is ``max_concurrency`` times this (fixed chunks'
+#: default size): what the budget was in requests of 8 MiB chunks, now in bytes.
+UPLOAD_PART = DEFAULT_CHUNK_SIZE
+
+
+class ByteBudget:
+    """Bytes in flight, bounded: :meth:`acquire` waits until ``n`` more fit within
+    ``max_bytes`` (or nothing is in flight: one item larger than the budget goes alone)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._in_flight = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._in_flight == 0 or self._in_flight + n <= self.max_bytes)
+            self._in_flight += n
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self._in_flight -= n
+            self._cond.notify_all()
+
+
 class FileWriter:
     """The :class:`~cas_store.fileobj.ChunkSink` of one file being written.
 
-    New chunks are uploaded at most ``max_concurrency`` at a time (``add`` waits for a
-    slot, which bounds memory); chunks known to be in the bucket cost nothing.
+    New chunks are uploaded in the background while their bytes in flight stay within
+    ``max_concurrency`` x 8 MiB (``add`` waits for room, which bounds memory; a single
+    larger chunk goes alone): as many requests at a time as fit, so that small
+    content-defined chunks keep as many bytes moving as fixed 8 MiB ones. Chunks known
+    to be in the bucket cost nothing.
     """
 
     def __init__(self, store: Store, rel: str, display_path: str, algorithm: str, exclusive: bool) -> None:
@@ -40,7 +69,7 @@ class FileWriter:
         self._rel = rel
         self._display = display_path
         self._algorithm = algorithm
-        self._slots = threading.BoundedSemaphore(store.config.max_concurrency)
+        self._budget = ByteBudget(store.config.max_concurrency * UPLOAD_PART)
         self._pending: list[tuple[str, str, concurrent.futures.Future[float]]] = []
         #: digest -> when the blob was proven present (rule W1): the memo's time, or the
         #: send time of the HEAD or PUT that proved it.
@@ -59,13 +88,14 @@ class FileWriter:
             self.proofs[digest] = proven
             return
         self._raise_failed()
-        self._slots.acquire()
+        size = len(chunk)
+        self._budget.acquire(size)
         try:
             future = store.blobs.store(algorithm, digest, bytes(chunk))
         except BaseException:
-            self._slots.release()
+            self._budget.release(size)
             raise
-        future.add_done_callback(lambda _: self._slots.release())
+        future.add_done_callback(lambda _: self._budget.release(size))
         self._pending.append((digest, key, future))
 
     def _raise_failed(self) -> None:
@@ -213,6 +243,7 @@ def open_write(store: Store, rel: str, display_path: str, exclusive: bool = Fals
     marker = store.marker(create=True)
     assert marker is not None
     writer = FileWriter(store, rel, display_path, marker.hash_algorithm, exclusive)
+    runs = ChunkRuns(store.cache.mirror, marker.hash_algorithm, marker.chunker_spec)
     return WriteFile(
-        display_path, marker.hash_algorithm, store.chunker(), store.config.inline_threshold, writer
+        display_path, marker.hash_algorithm, store.chunker(), store.config.inline_threshold, writer, runs
     )

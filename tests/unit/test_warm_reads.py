@@ -1,9 +1,11 @@
 """Warm reads (issue 9): a file of several chunks read whole is kept in the cache as one file
-(a whole-file copy, under the digest of its content), and a cached file this process hashed
-already is trusted while it stays that very file (device, inode, size, mtime)."""
+(a whole-file copy under the digest of its content, assembled from its cached chunks in the
+background), and a cached file this process hashed already is trusted while it stays that
+very file (device, inode, size, mtime)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 from pathlib import Path
@@ -13,7 +15,9 @@ import pytest
 from cas_store import cache
 from cas_store.config import MiB
 from cas_store.errors import IntegrityError
+from cas_store.fileobj import wait_background
 from cas_store.format import Entry
+from cas_store.reader import assemble_whole_copy
 from cas_store.store import Store
 from tests.unit.conftest import StoreFactory
 
@@ -41,11 +45,14 @@ def _read(store: Store, piece: int | None = MiB // 3, seek: int = 0) -> bytes:
     with store.open_read(record, "f") as f:  # type: ignore[arg-type]
         f.seek(seek)
         if piece is None:
-            return f.read()
-        out = []
-        while block := f.read(piece):
-            out.append(block)
-        return b"".join(out)
+            data = f.read()
+        else:
+            out = []
+            while block := f.read(piece):
+                out.append(block)
+            data = b"".join(out)
+    wait_background()  # the copy is assembled after the read
+    return data
 
 
 def _copy_path(store: Store, entry: Entry) -> Path | None:
@@ -147,3 +154,26 @@ def test_a_verified_file_is_trusted_in_the_process_while_it_stays_that_file(make
     assert _read(reader) == data
     again = _copy_path(reader, entry)
     assert again is not None and again.read_bytes() == data
+
+
+def test_no_copy_when_a_chunk_was_evicted_meanwhile(make_store: StoreFactory) -> None:
+    data, reader, entry = _written(make_store)
+    assert _read(reader, seek=0) == data  # the chunks are cached now (and so is the copy)
+    reader.cache.discard(entry.algorithm, entry.digest)
+    reader.cache.discard(entry.algorithm, entry.chunks[3].digest)
+    assert not assemble_whole_copy(reader, entry)
+    assert _copy_path(reader, entry) is None
+    assert _leftovers(reader) == []
+
+
+def test_the_copy_is_made_in_user_space_where_the_kernel_cannot(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(*_: object) -> int:
+        raise OSError(errno.ENOSYS, "copy_file_range")
+
+    monkeypatch.setattr(os, "copy_file_range", unsupported)
+    data, reader, entry = _written(make_store)
+    assert _read(reader) == data
+    copy = _copy_path(reader, entry)
+    assert copy is not None and copy.read_bytes() == data
