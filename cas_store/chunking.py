@@ -49,6 +49,11 @@ class Chunker(Protocol):
         """No chunk is longer; a writer buffers at most this many bytes."""
         ...
 
+    @property
+    def avg_size(self) -> int:
+        """The size chunks have on average (transfer budgets are sized by it)."""
+        ...
+
     def cut(self, data: memoryview, final: bool) -> int | None:
         """The length of the first chunk of ``data`` (``0 < n <= len(data)``).
 
@@ -79,6 +84,10 @@ class FixedChunker:
 
     @property
     def max_size(self) -> int:
+        return self.size
+
+    @property
+    def avg_size(self) -> int:
         return self.size
 
     def cut(self, data: memoryview, final: bool) -> int | None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from cas_store.backend.base import gather_limited
 from cas_store.errors import BlobMissingError, CacheError
 from cas_store.fileobj import WriteFile
-from cas_store.format import DEFAULT_CHUNK_SIZE, Chunk, Entry
+from cas_store.format import Chunk, Entry
 from cas_store.hashing import hash_bytes
 from cas_store.runs import ChunkRuns
 
@@ -28,9 +28,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-#: The byte budget of one file's uploads is ``max_concurrency`` times this (fixed chunks'
-#: default size): what the budget was in requests of 8 MiB chunks, now in bytes.
-UPLOAD_PART = DEFAULT_CHUNK_SIZE
+#: The byte budget of one file's uploads is ``max_concurrency`` times the chunker's average
+#: chunk size, and at least this: fixed 8 MiB chunks keep ``max_concurrency`` uploads in
+#: flight as before, and content-defined chunks (about 2 MiB) twice as many, in about the
+#: memory of fixed 4 MiB ones.
+UPLOAD_PART = 4 * 2**20
 
 
 class ByteBudget:
@@ -57,19 +59,21 @@ class FileWriter:
     """The :class:`~cas_store.fileobj.ChunkSink` of one file being written.
 
     New chunks are uploaded in the background while their bytes in flight stay within
-    ``max_concurrency`` x 8 MiB (``add`` waits for room, which bounds memory; a single
-    larger chunk goes alone): as many requests at a time as fit, so that small
-    content-defined chunks keep as many bytes moving as fixed 8 MiB ones. Chunks known
-    to be in the bucket cost nothing.
+    ``max_concurrency`` times the chunker's average chunk size, at least
+    :data:`UPLOAD_PART` (``add`` waits for room, which bounds memory; a single larger
+    chunk goes alone): small chunks get more requests at a time than large ones. Chunks
+    known to be in the bucket cost nothing.
     """
 
-    def __init__(self, store: Store, rel: str, display_path: str, algorithm: str, exclusive: bool) -> None:
+    def __init__(
+        self, store: Store, rel: str, display_path: str, algorithm: str, exclusive: bool, avg_chunk: int
+    ) -> None:
         self._store = store
         self._exclusive = exclusive
         self._rel = rel
         self._display = display_path
         self._algorithm = algorithm
-        self._budget = ByteBudget(store.config.max_concurrency * UPLOAD_PART)
+        self._budget = ByteBudget(store.config.max_concurrency * max(avg_chunk, UPLOAD_PART))
         self._pending: list[tuple[str, str, concurrent.futures.Future[float]]] = []
         #: digest -> when the blob was proven present (rule W1): the memo's time, or the
         #: send time of the HEAD or PUT that proved it.
@@ -242,8 +246,9 @@ def open_write(store: Store, rel: str, display_path: str, exclusive: bool = Fals
         raise store.objects.offline_error(f"writing {display_path}")
     marker = store.marker(create=True)
     assert marker is not None
-    writer = FileWriter(store, rel, display_path, marker.hash_algorithm, exclusive)
+    chunker = store.chunker()
+    writer = FileWriter(store, rel, display_path, marker.hash_algorithm, exclusive, chunker.avg_size)
     runs = ChunkRuns(store.cache.mirror, marker.hash_algorithm, marker.chunker_spec)
     return WriteFile(
-        display_path, marker.hash_algorithm, store.chunker(), store.config.inline_threshold, writer, runs
+        display_path, marker.hash_algorithm, chunker, store.config.inline_threshold, writer, runs
     )

@@ -1,6 +1,6 @@
-"""Cold transfers are bounded by bytes in flight, not by a count of requests (issue 9):
-``max_concurrency`` x 8 MiB per file written and per store read, so small content-defined
-chunks keep as many bytes moving as fixed 8 MiB chunks did, in the same memory."""
+"""Cold transfers are bounded by bytes in flight, not by a count of requests (issue 9): per
+file written, ``max_concurrency`` times the average chunk size, at least 4 MiB; per store
+read, ``max_concurrency`` x 8 MiB. Small chunks get more requests at a time than large ones."""
 
 from __future__ import annotations
 
@@ -37,11 +37,11 @@ def _data(size: int) -> bytes:
     return random.Random(size).randbytes(size)
 
 
-@pytest.mark.parametrize(("chunk", "expected"), [(MiB, 16), (4 * MiB, 4), (8 * MiB, 2), (16 * MiB, 1)])
+@pytest.mark.parametrize(("chunk", "expected"), [(MiB, 8), (2 * MiB, 4), (4 * MiB, 2), (16 * MiB, 2)])
 def test_uploads_in_flight_fill_the_byte_budget(make_store: StoreFactory, chunk: int, expected: int) -> None:
     gauge = _Gauge("put")
     hooked = HookedObjectStore(make_store().objects, gauge)
-    store = make_store(hooked, chunk_size=chunk, max_concurrency=2)  # 16 MiB in flight
+    store = make_store(hooked, chunk_size=chunk, max_concurrency=2)  # 2 x max(chunk, 4 MiB) in flight
     with store.open_write("f", "f") as f:
         f.write(_data(48 * MiB))
     assert gauge.most == expected
