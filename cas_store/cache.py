@@ -266,8 +266,8 @@ class Mirror:
         "CREATE TABLE IF NOT EXISTS runs (lead TEXT PRIMARY KEY, chunks BLOB NOT NULL, "
         "used REAL NOT NULL) WITHOUT ROWID"
     )
-    #: Chunk runs kept (the most recently used): about 20 KiB per GiB of file each.
-    RUNS_KEPT = 4096
+    #: Chunk runs kept (the most recently recorded): about 40 KiB per GiB of file each.
+    RUNS_KEPT = 1024
     _TIMEOUT = 60.0  # seconds to wait for another connection's lock
 
     def __init__(self, path: Path) -> None:
@@ -447,6 +447,18 @@ class Mirror:
         """(path, entry, etag, modified) of every path below directory ``rel``, in path order."""
         rows = self._under("rel, entry, etag, modified", store, rel)
         return [(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
+
+    def fresh_under(self, store: str, rel: str, max_age: float) -> bool:
+        """Whether some path below directory ``rel`` was confirmed by S3 within ``max_age``."""
+        low, high = (rel + "/", rel + "0") if rel else ("", "\U0010ffff")
+        row = self._run(
+            "list manifest entries",
+            lambda conn: conn.execute(
+                "SELECT 1 FROM entries WHERE store = ? AND rel >= ? AND rel < ? AND checked > ? LIMIT 1",
+                (store, low, high, time.time() - max_age),
+            ).fetchone(),
+        )
+        return row is not None
 
     def paths_under(self, store: str, rel: str, limit: int = -1) -> list[str]:
         """Every path (at most ``limit``) below directory ``rel``, in order."""

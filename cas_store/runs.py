@@ -67,7 +67,9 @@ class ChunkRuns:
             return None
 
     def record(self, chunks: Sequence[Chunk], prefixes: Sequence[str]) -> None:
-        body = json.dumps([[c.size, c.digest, p] for c, p in zip(chunks, prefixes, strict=True)])
+        body = json.dumps(
+            [[c.size, c.digest, p] for c, p in zip(chunks, prefixes, strict=True)], separators=(",", ":")
+        )
         try:
             self._mirror.put_run(self._scope + chunks[0].digest, body.encode())
         except CacheError as exc:

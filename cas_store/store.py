@@ -34,6 +34,13 @@ from cas_store.safety import GCDurations
 
 log = logging.getLogger(__name__)
 
+#: Seconds during which a root found empty (no marker, no object) is created without asking
+#: again: ``exists()`` then ``open("wb")`` on a new store costs one GET and one LIST, not two.
+EMPTY_TRUSTED = 60.0
+#: Seconds after this process created a store during which its writers upload new chunks
+#: without asking first (see :attr:`Store.is_new`).
+NEW_STORE_WINDOW = 60.0
+
 
 @dataclass(frozen=True)
 class Listing:
@@ -74,7 +81,9 @@ class Store:
         #: True once this object created the store: the marker it reads back is the one it wrote
         #: (on a server that ignores If-None-Match, a concurrent creator's may have won).
         self.created = False
+        self._created_at = 0.0
         self._no_marker = False  # the bucket said there is no marker (and we have not created one)
+        self._empty_at: float | None = None  # when the bucket last said the root is empty
         self._marker_lock = threading.Lock()
 
     @property
@@ -129,7 +138,11 @@ class Store:
         with self._marker_lock:
             if self._marker is None and (create or not self._no_marker):
                 grace = self.config.gc_grace if gc_grace is None else gc_grace
-                self._marker = self._load_marker(create, grace, chunker)
+                # An empty root seen moments ago is not asked about again before creating: the
+                # conditional PUT and the read-back settle a concurrent creator.
+                seen = self._empty_at
+                recent = seen is not None and time.monotonic() - seen < EMPTY_TRUSTED
+                self._marker = self._load_marker(create, grace, chunker, known_empty=recent)
                 # A store not created yet has no paths to read either: reads need not ask again.
                 self._no_marker = self._marker is None
             return self._marker
@@ -147,10 +160,14 @@ class Store:
         assert marker is not None
         return marker.chunker_spec.build()
 
-    def _load_marker(self, create: bool, gc_grace: float, chunker: ChunkerSpec | None) -> Marker | None:
+    def _load_marker(
+        self, create: bool, gc_grace: float, chunker: ChunkerSpec | None, known_empty: bool = False
+    ) -> Marker | None:
         where = f"{self.root.uri} ({self.objects.endpoint})"
         key = self.root.marker_key()
         opening = f"opening the store {self.root.uri}"
+        if known_empty and create:
+            return self._create_marker(gc_grace, chunker, where)
         try:
             found = self.objects.run(opening, lambda: self.objects.get(key))
         except StoreOfflineError:
@@ -171,8 +188,14 @@ class Store:
                 f"marker (e.g. {occupant!r}), so it is not a cas_store store: point the root (or the "
                 "path) at a store root, or at an empty prefix to create one"
             )
+        self._empty_at = time.monotonic()
         if not create:
             return None
+        return self._create_marker(gc_grace, chunker, where)
+
+    def _create_marker(self, gc_grace: float, chunker: ChunkerSpec | None, where: str) -> Marker:
+        key = self.root.marker_key()
+        opening = f"opening the store {self.root.uri}"
         if chunker is None:
             chunker = configured_chunker(self.config.chunker, self.config.chunk_size).spec()
         else:
@@ -195,7 +218,19 @@ class Store:
             raise IncompatibleStoreError(f"the marker of {where} vanished right after it was written")
         accepted = self._accept(Marker.decode(found[0], where), found[0])
         self.created = accepted.store_id == marker.store_id
+        self._created_at = time.monotonic()
         return accepted
+
+    @property
+    def is_new(self) -> bool:
+        """This object created the store less than :data:`NEW_STORE_WINDOW` ago.
+
+        A blob can then be in the bucket only if this process or a concurrent writer put it
+        there: a writer skips the HEAD that asks, and the conditional PUT settles the rare
+        concurrent case (a redundant upload at worst, never a wrong entry). Bounded in time,
+        so that a long-lived creator does not re-upload what other writers stored later.
+        """
+        return self.created and time.monotonic() - self._created_at < NEW_STORE_WINDOW
 
     def _accept(self, marker: Marker, raw: bytes) -> Marker:
         wanted = self.config.hash_algorithm
@@ -318,6 +353,13 @@ class Store:
         if not rel:
             self.marker()  # surfaces a missing bucket or an incompatible store
             return None
+        ttl = self.config.entry_ttl
+        if ttl > 0:
+            fresh = self.mirrored(rel, max_age=ttl)
+            if fresh is not None:
+                return fresh
+            if self._fresh_dir(rel, ttl):
+                return None  # a directory: paths below it were confirmed within entry_ttl
         try:
             record = self.resolve(rel)
         except StoreOfflineError:
@@ -329,6 +371,13 @@ class Store:
         if self.manifest.dir_exists(rel):
             return None
         raise FileNotFoundError(f"no such file or directory: {self.where(rel)}")
+
+    def _fresh_dir(self, rel: str, ttl: float) -> bool:
+        try:
+            return self.cache.mirror.fresh_under(self.id, rel, ttl)
+        except CacheError as exc:
+            log.debug("could not read the mirror: %s", exc)
+            return False
 
     def is_dir(self, rel: str) -> bool:
         """True if files lie below ``rel`` (asks the bucket)."""

@@ -95,7 +95,9 @@ class FileWriter:
         size = len(chunk)
         self._budget.acquire(size)
         try:
-            future = store.blobs.store(algorithm, digest, bytes(chunk))
+            # In a store this process just created, nobody else is likely to have put the blob:
+            # no HEAD first (the conditional PUT settles a concurrent writer; Store.is_new).
+            future = store.blobs.store(algorithm, digest, bytes(chunk), ask_first=not store.is_new)
         except BaseException:
             self._budget.release(size)
             raise

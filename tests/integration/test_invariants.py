@@ -67,8 +67,8 @@ def test_identical_content_is_stored_once(
 def test_entry_is_published_only_after_the_blob_is_durable(
     make_fs: FSFactory, root: str, moto: MotoServer
 ) -> None:
-    fs = make_fs(chunk_size=2**20)
-    fs.pipe(f"{root}/warmup", b"initialises the marker")
+    make_fs(chunk_size=2**20).pipe(f"{root}/warmup", b"initialises the marker")
+    fs = make_fs(chunk_size=2**20)  # another process: it asks for each blob before uploading
     with moto.record() as log:
         fs.pipe(f"{root}/big.bin", os.urandom(3 * 2**20 + 5))  # 4 chunks, uploaded concurrently
     keys = [(r.method, r.key or "", r.query) for r in log.requests]
@@ -370,3 +370,27 @@ def test_an_uninitialised_store_is_asked_for_its_marker_once(
     assert log.count("GET", key="store/cas-store.json") == 1, log.summary()
     fs.pipe(f"{root}/first", b"x")  # creating the store still checks, then writes the marker
     assert fs.cat(f"{root}/first") == b"x"
+
+
+def test_directories_of_fresh_entries_need_no_request(
+    make_fs: FSFactory, root: str, moto: MotoServer, tmp_path: Path
+) -> None:
+    """With entry_ttl, a directory below which a path was confirmed that recently is a directory
+    without asking (ZenML checks artifact directories right after writing them)."""
+    fs = make_fs(entry_ttl=60)
+    fs.pipe(f"{root}/run/a/model.bin", b"weights")
+    with moto.record() as log:
+        assert fs.isdir(f"{root}/run/a") and fs.exists(f"{root}/run/a") and fs.isdir(f"{root}/run")
+        assert fs.info(f"{root}/run/a")["type"] == "directory"
+        assert fs.isfile(f"{root}/run/a/model.bin")
+    assert log.requests == [], log.summary()
+    with moto.record() as log:
+        assert not fs.exists(f"{root}/run/b")  # nothing fresh below it: asked
+    assert log.requests, log.summary()
+    fs.rm(f"{root}/run/a/model.bin")  # a local removal is seen at once
+    assert not fs.exists(f"{root}/run/a")
+    strict = make_fs(cache_dir=str(tmp_path / "strict"))  # entry_ttl=0: always asks
+    strict.pipe(f"{root}/run/c/x", b"x")
+    with moto.record() as log:
+        assert strict.isdir(f"{root}/run/c")
+    assert log.requests, log.summary()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cas_store import store as store_module
 from cas_store.backend import MemoryObjectStore
 from cas_store.chunking import ChunkerSpec, FixedChunker
 from cas_store.config import MiB
@@ -102,6 +103,7 @@ def test_memo_records_when_the_proof_was_sent(make_store: StoreFactory, memory: 
         if "/blobs/" in key:
             now[0] += 100.0  # every blob request takes 100 s of the injected clock
 
+    make_store(cache="creator").marker(create=True)  # created by another process
     store = make_store(HookedObjectStore(memory, slow), clock=lambda: now[0])
     write(store, "f", b"x" * (MiB + 1))  # two new chunks: HEAD (404) then PUT each
     key = store.blobs.key("xxh128", hash_bytes("xxh128", b"x" * MiB))
@@ -111,9 +113,29 @@ def test_memo_records_when_the_proof_was_sent(make_store: StoreFactory, memory: 
     assert now[0] >= 1300.0  # and the write finished well after
 
 
+def test_a_store_this_process_created_uploads_without_asking_first(
+    make_store: StoreFactory, memory: MemoryObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a store created a moment ago, a blob is there only if a concurrent writer put it: no
+    HEAD, and the conditional PUT settles that case. A store someone else created is asked
+    first, and so is the creator's own once it is older than NEW_STORE_WINDOW."""
+    hooked = HookedObjectStore(memory)
+    creator = make_store(hooked)
+    write(creator, "f", b"x" * (MiB + 1))
+    assert hooked.count("head", "root/blobs/") == 0 and hooked.count("put", "root/blobs/") == 2
+    hooked.calls.clear()
+    write(make_store(hooked, cache="other"), "g", b"y" * (MiB + 1))
+    assert hooked.count("head", "root/blobs/") == 2 and hooked.count("put", "root/blobs/") == 2
+    monkeypatch.setattr(store_module, "NEW_STORE_WINDOW", 0.0)
+    hooked.calls.clear()
+    write(creator, "h", b"z" * (MiB + 1))
+    assert hooked.count("head", "root/blobs/") == 2
+
+
 def test_memo_expires_after_blob_memo_ttl(make_store: StoreFactory, memory: MemoryObjectStore) -> None:
     now = [5000.0]
     hooked = HookedObjectStore(memory)
+    make_store(cache="creator").marker(create=True)
     store = make_store(hooked, clock=lambda: now[0], blob_memo_ttl=60.0)
     data = b"y" * (MiB + 10)
     write(store, "a", data)
@@ -226,6 +248,7 @@ def test_memo_rows_prove_blobs_for_at_most_v(make_store: StoreFactory, memory: M
     """W2: a memo row is trusted for min(blob_memo_ttl, V); V is 900 s with gc_grace = 3600."""
     now = [1_000_000.0]
     hooked = HookedObjectStore(memory)
+    make_store(cache="creator", gc_grace=3600).marker(create=True)
     store = make_store(hooked, clock=lambda: now[0], gc_grace=3600, blob_memo_ttl=7200)
     data = random.Random(3).randbytes(MiB)
     write(store, "a", data)
