@@ -78,6 +78,14 @@ def metrics(config: Mapping[str, Any]) -> list[Metric]:
             chart="large",
         ),
         Metric(
+            "large.warm_read_whole",
+            f"{lm} warm read (open('rb'), one read())",
+            "MiB/s",
+            mib_per_s,
+            True,
+            chart="large",
+        ),
+        Metric(
             "small.write", f"{n} x {small // 1024} KiB: write", "files/s", files_per_s, True, chart="small"
         ),
         Metric(
@@ -285,12 +293,13 @@ def goals(summary: Mapping[str, Any], config: Mapping[str, Any]) -> list[dict[st
         return None if value is None else value <= bound
 
     local, s3 = _ratio(summary, "large.warm_read", "local"), _ratio(summary, "large.warm_read", "s3")
+    whole = _ratio(summary, "large.warm_read_whole", "local")
     goal(
         "P1",
-        f"warm read of {lm} via open('rb')",
-        f"{_x(local)} local disk; {_x(s3)} S3 flavor",
-        ">= 0.85x local disk; >= 50x S3 flavor",
-        [at_least(local, 0.85), at_least(s3, 50)],
+        f"warm read of {lm} via open('rb'), in {config['chunk'] // MiB} MiB pieces and as one read()",
+        f"pieces {_x(local)} local disk ({_x(s3)} S3 flavor); one read() {_x(whole)} local disk",
+        ">= 0.85x local disk both ways (issue 9); >= 50x S3 flavor (issue 4)",
+        [at_least(local, 0.85), at_least(whole, 0.85), at_least(s3, 50)],
     )
     r = _ratio(summary, "large.identical_write", "s3")
     goal(

@@ -138,6 +138,18 @@ def run_reader(task: Task, peer: Any) -> None:
     task.info["large.warm_read.all"] = warm
     task.record("large.warm_read", statistics.median(warm))
 
+    def read_whole() -> int:
+        with peer.open(peer.path(LARGE_A), "rb") as f:
+            return len(f.read())
+
+    whole = []
+    for _ in range(s["warm_iters"]):
+        seconds, n = timed(read_whole)
+        assert n == s["large_size"], n
+        whole.append(seconds)
+    task.info["large.warm_read_whole.all"] = whole
+    task.record("large.warm_read_whole", statistics.median(whole))
+
     expected = [small_payload(s["small_seed"], i, s["small_size"]) for i in range(len(paths))]
 
     def read_small() -> list[bytes]:
