@@ -6,9 +6,11 @@ whichever store it came from; mirror rows are keyed by store.
 
 Layout of ``cache_dir``::
 
-    blobs/            diskcache.Cache, one file per blob, size-bounded
-    mirror.sqlite3    manifest entries this machine has seen, blobs known to be in S3
-    tmp/              chunks being cached and downloads (same filesystem: adoption is a rename)
+    blobs/            diskcache.Cache, one file per blob (chunks and whole-file copies), size-bounded
+    mirror.sqlite3    manifest entries and markers this machine has seen, blobs known to be in
+                      S3, chunk runs of files written here (cas_store.runs)
+    tmp/              chunks being cached, downloads and whole-file copies being assembled
+                      (same filesystem: adoption is a rename)
 
 It is only a cache, and it heals: when the directory (or part of it) is removed under
 a live process, what is missing is created again and lost blobs are misses; a damaged
