@@ -81,7 +81,7 @@ class Recorder:
     def __init__(self) -> None:
         self.chunks: list[Chunk] = []
 
-    def add(self, chunk: memoryview, digest: str) -> None:
+    def add(self, chunk: memoryview, digest: str, hashed: bool = True) -> None:
         pass
 
     def commit(self, size: int, digest: str, chunks: list[Chunk], inline: bytes | None) -> None:

@@ -57,10 +57,11 @@ class StoreConfig:
     hash_algorithm: str | None = None
     inline_threshold: int = 16 * KiB
     # Files are stored as chunks of this many bytes, each its own blob, cut at fixed offsets
-    # (None: the store's chunker; for a new store, see ``chunker``). In-flight transfer memory
-    # is about 2 x max_concurrency x the chunk size plus one chunk (botocore holds a copy of
-    # each body): writing 256 MiB, whatever the file size, measured 58-63 MiB with 3 x 8 MiB
-    # fixed chunks and 24 MiB with the default content-defined ones (at most 8 MiB each).
+    # (None: the store's chunker; for a new store, see ``chunker``). In-flight upload memory
+    # is about 2 x the upload budget (max_concurrency x max(average chunk, 4 MiB); botocore
+    # holds a copy of each body) plus one chunk: writing 256 MiB, whatever the file size,
+    # measured 58-63 MiB with 3 x 8 MiB fixed chunks and 46 MiB with the default
+    # content-defined ones (2026-12-02).
     chunk_size: int | None = None
     # How a new store cuts files: "fastcdc2020" (content-defined chunks of 512 KiB to 8 MiB,
     # about 2.2 MiB on average: an insertion or edit changes only the chunks around it) or

@@ -27,8 +27,13 @@ from cas_store.hashing import Hasher, new_hasher
 class ChunkSink(Protocol):
     """Where a :class:`WriteFile` sends what it cuts (the writer of one file)."""
 
-    def add(self, chunk: memoryview, digest: str) -> None:
-        """A complete chunk and its digest. Copy what you keep: the buffer is reused."""
+    def add(self, chunk: memoryview, digest: str, hashed: bool = True) -> None:
+        """A complete chunk and its digest. Copy what you keep: the buffer is reused.
+
+        ``hashed=False``: the digest was not computed from these bytes but taken from a chunk
+        run (the content up to the chunk's end matched the run's prefix digest); check it
+        before storing the bytes anywhere under it, so that a damaged run cannot store them
+        under another digest."""
 
     def commit(self, size: int, digest: str, chunks: list[Chunk], inline: bytes | None) -> None:
         """The file is complete: publish it (``inline`` holds a small file's bytes)."""
@@ -524,16 +529,16 @@ class WriteFile(io.BufferedIOBase):
             self._follow = None
             return False
         self._whole = ahead
-        self._add(chunk, expected.digest, prefix)
+        self._add(chunk, expected.digest, prefix, hashed=False)
         self._next += 1
         if self._next >= len(self._follow or ()) - 1:
             self._follow = None  # the run's last chunk was cut by its file's end
         return True
 
-    def _add(self, chunk: memoryview, digest: str, prefix: str) -> None:
+    def _add(self, chunk: memoryview, digest: str, prefix: str, hashed: bool = True) -> None:
         self._chunks.append(Chunk(digest, len(chunk)))
         self._prefixes.append(prefix)
-        self._sink.add(chunk, digest)
+        self._sink.add(chunk, digest, hashed)
 
     def tell(self) -> int:
         return self._size

@@ -8,9 +8,11 @@ mirror database, keyed by the hash algorithm, the chunker spec and the file's fi
 and the versions of cas_store and of pyfastcdc that cut it, the most recently recorded
 :data:`~cas_store.cache.Mirror.RUNS_KEPT` of them.
 
-A run is followed only while the content hashes to its prefix digests, so what is stored is
-always the content written, and a stale or damaged run costs a lookup and nothing else. The
-chunk *boundaries* are the chunker's only if the run's were: runs are recorded only by
+A run is followed only while the content hashes to its prefix digests, so the content
+published is always the content written. Each row carries a checksum (a damaged row is
+ignored), and a chunk taken from a run is hashed before its bytes are stored anywhere (see
+:meth:`~cas_store.fileobj.ChunkSink.add`): a stale or damaged run costs a lookup. The chunk
+*boundaries* are the chunker's only if the run's were: runs are recorded only by
 :class:`~cas_store.fileobj.WriteFile` from its own cuts, and the versions in the key keep
 a release whose chunker cuts differently from following an earlier release's runs.
 """
@@ -21,6 +23,8 @@ import importlib.metadata
 import json
 import logging
 from collections.abc import Sequence
+
+import xxhash
 
 from cas_store import __version__
 from cas_store.cache import Mirror
@@ -60,8 +64,14 @@ class ChunkRuns:
             return None
         if raw is None:
             return None
+        checksum, _, body = raw.partition(b"\n")
+        if xxhash.xxh3_128_hexdigest(body).encode() != checksum:
+            log.debug("ignoring a damaged chunk run (checksum mismatch)")
+            return None
         try:
-            return [RunChunk(int(size), str(digest), str(prefix)) for size, digest, prefix in json.loads(raw)]
+            return [
+                RunChunk(int(size), str(digest), str(prefix)) for size, digest, prefix in json.loads(body)
+            ]
         except (ValueError, TypeError) as exc:  # damaged: only a hint
             log.debug("ignoring a damaged chunk run: %s", exc)
             return None
@@ -70,7 +80,10 @@ class ChunkRuns:
         body = json.dumps(
             [[c.size, c.digest, p] for c, p in zip(chunks, prefixes, strict=True)], separators=(",", ":")
         )
+        data = body.encode()
         try:
-            self._mirror.put_run(self._scope + chunks[0].digest, body.encode())
+            self._mirror.put_run(
+                self._scope + chunks[0].digest, xxhash.xxh3_128_hexdigest(data).encode() + b"\n" + data
+            )
         except CacheError as exc:
             log.debug("could not keep a chunk run: %s", exc)

@@ -303,6 +303,13 @@ class Store:
         with self._best_effort("forget a missing blob"):
             self.cache.mirror.forget_blob(self.id, key)
 
+    def has_cached(self, algorithm: str, digest: str) -> bool:
+        """Whether the local cache holds the blob (a cache fault answers False)."""
+        try:
+            return self.cache.has_blob(algorithm, digest)
+        except CacheError:
+            return False
+
     def keep_in_cache(self, algorithm: str, digest: str, data: memoryview) -> None:
         """Cache a chunk being written, if the cache can take it (a fault never fails a write)."""
         with self._best_effort("cache a written chunk"):

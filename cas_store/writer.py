@@ -15,7 +15,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from cas_store.backend.base import gather_limited
-from cas_store.errors import BlobMissingError, CacheError
+from cas_store.errors import BlobMissingError, CacheError, IntegrityError
 from cas_store.fileobj import WriteFile
 from cas_store.format import Chunk, Entry
 from cas_store.hashing import hash_bytes
@@ -80,14 +80,22 @@ class FileWriter:
         self.proofs: dict[str, float] = {}
         self._seen: set[str] = set()  # a file may repeat a chunk: store it once
 
-    def add(self, chunk: memoryview, digest: str) -> None:
+    def add(self, chunk: memoryview, digest: str, hashed: bool = True) -> None:
         if digest in self._seen:
             return
         self._seen.add(digest)
         store, algorithm = self._store, self._algorithm
         key = store.blobs.key(algorithm, digest)
-        store.keep_in_cache(algorithm, digest, chunk)  # best-effort: reading it back is local
         proven = store.blob_proof(key)
+        # Taken from a chunk run and about to be stored (cache or bucket): its digest must be its own.
+        stored = proven is None or not store.has_cached(algorithm, digest)
+        if not hashed and stored and hash_bytes(algorithm, chunk) != digest:
+            raise IntegrityError(
+                f"a chunk of {self._display} taken from a recorded chunk run does not hash to "
+                f"the run's digest {digest}: the local cache's runs table is damaged; nothing "
+                "was published: delete mirror.sqlite3 in the cache directory and write again"
+            )
+        store.keep_in_cache(algorithm, digest, chunk)  # best-effort: reading it back is local
         if proven is not None:
             self.proofs[digest] = proven
             return

@@ -309,6 +309,7 @@ def test_b_memo_trusted_inside_v_minus_p_rechecked_outside(world: World) -> None
 
 
 def test_writes_shorter_than_v_minus_p_cost_no_extra_request(world: World) -> None:
+    world.store().marker(create=True)  # created elsewhere: its writers ask for blobs first (is_new)
     store, calls = world.hooked()
     data = os.urandom(2 * MiB)
     write(store, "a", data)

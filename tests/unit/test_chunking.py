@@ -110,7 +110,7 @@ class Recorder:
         self.chunks: list[Chunk] = []
         self.added: list[tuple[int, str]] = []
 
-    def add(self, chunk: memoryview, digest: str) -> None:
+    def add(self, chunk: memoryview, digest: str, hashed: bool = True) -> None:
         assert hash_bytes("xxh128", bytes(chunk)) == digest
         self.added.append((len(chunk), digest))
 

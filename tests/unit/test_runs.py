@@ -14,6 +14,7 @@ import pytest
 from cas_store.cache import Mirror
 from cas_store.chunking import Chunker, FastCDCChunker, FixedChunker
 from cas_store.config import KiB, MiB
+from cas_store.errors import IntegrityError
 from cas_store.fileobj import RunChunk, WriteFile
 from cas_store.format import Chunk
 from cas_store.hashing import hash_bytes
@@ -220,3 +221,26 @@ def test_the_last_chunk_rule_has_teeth(tmp_path: Path) -> None:
         runs = ChunkRuns(Mirror(tmp_path / f"{cls.__name__}.sqlite3"), "xxh128", SMALL.spec())
         write(data, runs)
         assert (write(longer, runs, cls=cls) == write(longer, None)) is same
+
+
+def test_a_run_naming_a_wrong_digest_never_stores_bytes_under_it(make_store: StoreFactory) -> None:
+    """A run whose checksum holds but which names a digest its chunk does not have (a bug): the
+    writer checks a run's digest before storing the bytes anywhere, and publishes nothing."""
+    store = make_store(chunk_size=None, chunker="fastcdc2020")
+    data = random.Random(9).randbytes(12 * MiB)
+    with store.open_write("a", "a") as f:
+        f.write(data)
+    a = store.resolve("a")
+    assert a is not None and len(a.entry.chunks) > 3
+    marker = store.marker()
+    assert marker is not None
+    runs = ChunkRuns(store.cache.mirror, "xxh128", marker.chunker_spec)
+    run = runs.lookup(a.entry.chunks[0])
+    assert run is not None
+    chunks = [Chunk(r.digest, r.size) for r in run]
+    chunks[2] = Chunk("0" * 32, chunks[2].size)
+    runs.record(chunks, [r.prefix for r in run])
+    with pytest.raises(IntegrityError, match="runs table is damaged"), store.open_write("b", "b") as f:
+        f.write(data)
+    assert store.resolve("b") is None
+    assert not store.cache.has_blob("xxh128", "0" * 32)
