@@ -130,25 +130,19 @@ def run_reader(task: Task, peer: Any) -> None:
     if n != s["large_size"] or hasher.hexdigest() != s["large_digest"]:
         raise AssertionError(f"cold read returned wrong bytes ({n} bytes, digest {hasher.hexdigest()})")
     task.record("large.cold_read", seconds)
-    warm = []
-    for _ in range(s["warm_iters"]):
-        seconds, n = timed(read_large)
-        assert n == s["large_size"], n
-        warm.append(seconds)
-    task.info["large.warm_read.all"] = warm
-    task.record("large.warm_read", statistics.median(warm))
 
     def read_whole() -> int:
         with peer.open(peer.path(LARGE_A), "rb") as f:
             return len(f.read())
 
-    whole = []
-    for _ in range(s["warm_iters"]):
-        seconds, n = timed(read_whole)
-        assert n == s["large_size"], n
-        whole.append(seconds)
-    task.info["large.warm_read_whole.all"] = whole
-    task.record("large.warm_read_whole", statistics.median(whole))
+    for metric, read in (("large.warm_read", read_large), ("large.warm_read_whole", read_whole)):
+        warm = []
+        for _ in range(s["warm_iters"]):
+            seconds, n = timed(read)
+            assert n == s["large_size"], n
+            warm.append(seconds)
+        task.info[f"{metric}.all"] = warm
+        task.record(metric, statistics.median(warm))
 
     expected = [small_payload(s["small_seed"], i, s["small_size"]) for i in range(len(paths))]
 
@@ -218,14 +212,8 @@ def run_mem(task: Task, peer: Any, write: bool) -> None:
 
 def write_pieces(peer: Any, rel: str, pieces: Pieces, chunk: int) -> int:
     """Write ``pieces`` in order, each in writes of at most ``chunk`` bytes; the file's size."""
-    size = 0
     with peer.open(peer.path(rel), "wb") as f:
-        for piece in pieces:
-            view = memoryview(piece)
-            for at in range(0, len(view), chunk):
-                f.write(view[at : at + chunk])
-            size += len(view)
-    return size
+        return workloads.write_pieces(f, pieces, chunk)
 
 
 def stored(spec: dict[str, Any]) -> dict[str, int]:

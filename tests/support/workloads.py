@@ -8,6 +8,7 @@ so a test and the benchmark see the same bytes on every machine.
 from __future__ import annotations
 
 import io
+from typing import BinaryIO
 
 import numpy as np
 
@@ -24,6 +25,18 @@ def random_bytes(size: int, seed: int) -> bytes:
     """``size`` incompressible bytes: PCG64's raw output (numpy, stable across releases)."""
     words = np.random.default_rng(seed).bit_generator.random_raw(-(-size // 8))
     return words.tobytes()[:size]
+
+
+def write_pieces(f: BinaryIO, pieces: Pieces, size: int) -> int:
+    """Write ``pieces`` in order to ``f``, each in writes of at most ``size`` bytes (a second
+    version's patches as writes of their own); return the bytes written."""
+    total = 0
+    for piece in pieces:
+        view = memoryview(piece)
+        for at in range(0, len(view), size):
+            f.write(view[at : at + size])
+        total += len(view)
+    return total
 
 
 def joined(pieces: Pieces) -> bytes:

@@ -21,14 +21,8 @@ WRITE = 1 * MiB
 
 def write(store: Store, rel: str, pieces: Pieces) -> int:
     """Write ``pieces`` in order, each in writes of at most 1 MiB; return the file's size."""
-    size = 0
     with store.open_write(rel, rel) as f:
-        for piece in pieces:
-            view = memoryview(piece)
-            for at in range(0, len(view), WRITE):
-                f.write(view[at : at + WRITE])
-            size += len(view)
-    return size
+        return workloads.write_pieces(f, pieces, WRITE)
 
 
 def added(store: Store, memory: MemoryObjectStore, rel: str, pieces: Pieces) -> float:
