@@ -436,7 +436,16 @@ class WriteFile(io.BufferedIOBase):
                 view = self._from_view(view)  # straight from the caller's buffer: no copy
                 if not view:
                     break
-            take = min(limit - self._filled, len(view))
+            if self._follow is not None:
+                # Only the chunk that straddles two writes is copied; the rest of the view is
+                # taken in place once the buffer is empty again.
+                size = self._expected().size
+                if self._filled >= size:
+                    self._drain(final=False)
+                    continue
+                take = min(size - self._filled, len(view))
+            else:
+                take = min(limit - self._filled, len(view))
             needed = self._filled + take
             if needed > len(self._buffer):
                 size = min(limit, max(2 * len(self._buffer), needed))

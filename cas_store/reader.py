@@ -12,12 +12,10 @@ import bisect
 import collections
 import concurrent.futures
 import contextlib
-import errno
 import functools
 import io
 import logging
 import os
-import shutil
 import tempfile
 import threading
 from collections.abc import Callable
@@ -114,11 +112,13 @@ def assemble_whole_copy(store: Store, entry: Entry) -> bool:
     """Cache the content of ``entry`` as one file, under its digest, from its cached chunks.
 
     Called (on the readers' background thread) after a read of the whole file matched its
-    digest: its chunks were just read from the cache or put there. The copy is made in the
-    kernel (``copy_file_range``) and is born verified: it is the concatenation of the very
-    files whose bytes were just hashed. Best effort: False, and nothing kept, if a chunk was
-    evicted meanwhile or the cache cannot take the copy. Chunks and copy are evicted
-    independently.
+    digest: its chunks were just read from the cache or put there. The copy is born
+    verified: it is the concatenation of the very files whose bytes were just hashed. It
+    is written in :data:`COPY_WRITE` pieces: the page cache then holds it in large folios,
+    which read about a quarter faster than the small pages a kernel-side copy
+    (``copy_file_range``) leaves (measured on Linux 6.18, ext4). Best effort: False, and
+    nothing kept, if a chunk was evicted meanwhile or the cache cannot take the copy.
+    Chunks and copy are evicted independently.
     """
     algorithm = entry.algorithm
     try:
@@ -129,15 +129,8 @@ def assemble_whole_copy(store: Store, entry: Entry) -> bool:
         log.debug("no whole-file copy of %s: %s", entry.digest, exc)
         return False
     try:
-        with open(fd, "wb") as out:
-            for chunk in entry.chunks:
-                handle = store.cache.open_blob(algorithm, chunk.digest)
-                if handle is None:
-                    return False  # evicted meanwhile
-                with handle:
-                    _copy_into(handle, out, chunk.size)
-            out.flush()
-            if out.tell() != entry.size:
+        with open(fd, "wb", buffering=0) as out:
+            if not _concatenate(store, entry, out):
                 return False
             kept = store.cache.adopt(algorithm, entry.digest, tmp)  # tmp is gone either way
             if kept:
@@ -151,26 +144,30 @@ def assemble_whole_copy(store: Store, entry: Entry) -> bool:
             os.unlink(tmp)
 
 
-def _copy_into(source: BinaryIO, out: BinaryIO, size: int) -> None:
-    """Append ``size`` bytes of ``source`` (from its start) to ``out``, in the kernel if it can."""
-    out.flush()
-    src, dst, copied = source.fileno(), out.fileno(), 0
-    try:
-        while copied < size:
-            n = os.copy_file_range(src, dst, size - copied, copied)
-            if n == 0:
-                raise OSError(f"a cached chunk is shorter than {size} bytes")
-            copied += n
-        out.seek(0, os.SEEK_END)
-    except (AttributeError, OSError) as exc:
-        if copied or (isinstance(exc, OSError) and exc.errno not in _NO_COPY_RANGE):
-            raise
-        source.seek(0)
-        shutil.copyfileobj(source, out)
+#: The size of the writes that make a whole-file copy (see :func:`assemble_whole_copy`).
+COPY_WRITE = 8 * 2**20
 
 
-#: Where ``copy_file_range`` is not available: copied through user space instead.
-_NO_COPY_RANGE = {errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
+def _concatenate(store: Store, entry: Entry, out: BinaryIO) -> bool:
+    """Write the cached chunks of ``entry`` to ``out`` in order; False if one is not cached."""
+    buffer = bytearray(COPY_WRITE)
+    view, filled = memoryview(buffer), 0
+    for chunk in entry.chunks:
+        handle = store.cache.open_blob(entry.algorithm, chunk.digest)
+        if handle is None:
+            return False  # evicted meanwhile
+        with handle:
+            left = chunk.size
+            while left:
+                n = handle.readinto(view[filled : filled + min(left, COPY_WRITE - filled)])  # type: ignore[attr-defined]
+                if not n:
+                    raise OSError(f"cached chunk {chunk.digest} is shorter than {chunk.size} bytes")
+                filled, left = filled + n, left - n
+                if filled == COPY_WRITE:
+                    out.write(view)
+                    filled = 0
+    out.write(view[:filled])
+    return out.tell() == entry.size
 
 
 def open_chunk(store: Store, algorithm: str, chunk: Chunk) -> BinaryIO:
@@ -496,9 +493,18 @@ class ChunkedReader(SeekableReader):
         self._last = -1  # the chunk read last
         self._handoff = Handoff()  # what read-ahead fetched and this reader has not taken
         self._lock = threading.RLock()  # the queue, against close() from another thread
+        self._new_call = True  # no chunk was opened yet by the read call in progress
         self._cached: set[int] = set()  # chunks found in the local cache
         if policy == "all":
             self.expect_full_read()
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._new_call = True
+        return super().read(size)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        self._new_call = True
+        return super().readinto(buffer)
 
     def expect_full_read(self) -> None:
         """The caller reads everything from here on: fetch every chunk not cached, in parallel."""
@@ -539,8 +545,11 @@ class ChunkedReader(SeekableReader):
             self._queue(index)  # the chunk needed now goes first, ahead of any read-ahead
             if self._policy == "auto":
                 # Sequential access doubles the window, up to MAX_READ_AHEAD; a seek resets it.
-                sequential = index == self._last + 1
-                self._window = min(2 * self._window, MAX_READ_AHEAD) if sequential and self._last >= 0 else 1
+                # Once per read call: a read that spans chunks is one access, not several.
+                if self._new_call:
+                    sequential = index == self._last + 1 and self._last >= 0
+                    self._window = min(2 * self._window, MAX_READ_AHEAD) if sequential else 1
+                    self._new_call = False
                 for ahead in range(index + 1, index + 1 + self._window):
                     self._queue(ahead)
             self._last = index

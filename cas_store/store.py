@@ -313,8 +313,7 @@ class Store:
     def keep_in_cache(self, algorithm: str, digest: str, data: memoryview) -> None:
         """Cache a chunk being written, if the cache can take it (a fault never fails a write)."""
         with self._best_effort("cache a written chunk"):
-            if not self.cache.has_blob(algorithm, digest):
-                self.cache.put_blob(algorithm, digest, data)
+            self.cache.put_blob(algorithm, digest, data)
 
     @contextlib.contextmanager
     def _best_effort(self, action: str) -> Iterator[None]:

@@ -87,15 +87,16 @@ class FileWriter:
         store, algorithm = self._store, self._algorithm
         key = store.blobs.key(algorithm, digest)
         proven = store.blob_proof(key)
+        cached = store.has_cached(algorithm, digest)
         # Taken from a chunk run and about to be stored (cache or bucket): its digest must be its own.
-        stored = proven is None or not store.has_cached(algorithm, digest)
-        if not hashed and stored and hash_bytes(algorithm, chunk) != digest:
+        if not hashed and (proven is None or not cached) and hash_bytes(algorithm, chunk) != digest:
             raise IntegrityError(
                 f"a chunk of {self._display} taken from a recorded chunk run does not hash to "
                 f"the run's digest {digest}: the local cache's runs table is damaged; nothing "
                 "was published: delete mirror.sqlite3 in the cache directory and write again"
             )
-        store.keep_in_cache(algorithm, digest, chunk)  # best-effort: reading it back is local
+        if not cached:
+            store.keep_in_cache(algorithm, digest, chunk)  # best-effort: reading it back is local
         if proven is not None:
             self.proofs[digest] = proven
             return

@@ -5,7 +5,6 @@ very file (device, inode, size, mtime)."""
 
 from __future__ import annotations
 
-import errno
 import os
 import random
 from pathlib import Path
@@ -164,16 +163,3 @@ def test_no_copy_when_a_chunk_was_evicted_meanwhile(make_store: StoreFactory) ->
     assert not assemble_whole_copy(reader, entry)
     assert _copy_path(reader, entry) is None
     assert _leftovers(reader) == []
-
-
-def test_the_copy_is_made_in_user_space_where_the_kernel_cannot(
-    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def unsupported(*_: object) -> int:
-        raise OSError(errno.ENOSYS, "copy_file_range")
-
-    monkeypatch.setattr(os, "copy_file_range", unsupported)
-    data, reader, entry = _written(make_store)
-    assert _read(reader) == data
-    copy = _copy_path(reader, entry)
-    assert copy is not None and copy.read_bytes() == data
