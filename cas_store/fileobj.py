@@ -309,9 +309,10 @@ class ReadFile(SeekableReader):
             ) from exc
 
     def _read_verified_in_parallel(self) -> bytes | None:
-        """A whole read of one local file: hash the file from its own descriptor on the
-        background thread while this one reads it (a cached file does not change: it was
-        renamed into place, and a modified one fails the cache's fingerprint check)."""
+        """A whole read of one local file: hash the file on the background thread, with
+        positional reads of its descriptor, while this one reads it (a cached file does not
+        change: it was renamed into place, and a modified one fails the cache's fingerprint
+        check)."""
         try:
             fd = self._handle.fileno()
         except (AttributeError, OSError, io.UnsupportedOperation):
