@@ -343,7 +343,7 @@ class ReadFile(SeekableReader):
         super().close()
 
 
-def hash_fd(hasher: Hasher, fd: int, size: int, piece: int = 8 * 2**20) -> None:
+def hash_fd(hasher: Hasher, fd: int, size: int, piece: int = 2**20) -> None:
     """Feed bytes ``[0, size)`` of the file ``fd`` to ``hasher`` (positional reads)."""
     buffer = bytearray(min(piece, max(size, 1)))
     view = memoryview(buffer)

@@ -6,18 +6,27 @@ import io
 import random
 import tracemalloc
 
+import pytest
+
 from cas_store.config import MiB
+from cas_store.fileobj import wait_background
 from tests.unit.conftest import StoreFactory
 from tests.unit.test_store import read, write
 
 
-def test_whole_read_of_a_chunked_file_allocates_it_once(make_store: StoreFactory) -> None:
+@pytest.mark.parametrize("cached_as", ["chunks", "one file"])
+def test_whole_read_of_a_chunked_file_allocates_it_once(make_store: StoreFactory, cached_as: str) -> None:
     store = make_store()
     data = random.Random(7).randbytes(16 * MiB + 3)
     write(store, "big", data)
     assert read(store, "big") == data  # warm: every chunk in the cache now
+    wait_background()  # and the whole-file copy assembled (its buffer is not this read's)
     record = store.resolve("big")
     assert record is not None
+    if cached_as == "chunks":
+        store.cache.discard(record.entry.algorithm, record.entry.digest)
+    else:
+        assert store.cache.has_blob(record.entry.algorithm, record.entry.digest)
     with store.open_read(record, "big") as f:
         tracemalloc.start()
         try:
