@@ -50,28 +50,27 @@ def _offsets(size: int, count: int, seed: int, margin: int) -> list[int]:
     return [margin + i * band + int(rng.integers(0, band - margin)) for i in range(count)]
 
 
-def scattered_overwrites(data: bytes, count: int = 10, size: int = 4 * KiB, seed: int = 1) -> Pieces:
-    """``data`` with ``count`` runs of ``size`` random bytes overwritten, spread over the file (S2)."""
+def _patched(data: bytes, count: int, size: int, seed: int, overwrite: bool) -> Pieces:
+    """``data`` with ``count`` runs of ``size`` random bytes spread over it, each overwriting
+    the bytes at its offset or inserted there."""
     view, patch = memoryview(data), random_bytes(count * size, seed + 1000)
     pieces: Pieces = []
     last = 0
     for i, at in enumerate(_offsets(len(data), count, seed, size)):
         pieces += [view[last:at], patch[i * size : (i + 1) * size]]
-        last = at + size
+        last = at + size if overwrite else at
     pieces.append(view[last:])
     return pieces
+
+
+def scattered_overwrites(data: bytes, count: int = 10, size: int = 4 * KiB, seed: int = 1) -> Pieces:
+    """``data`` with ``count`` runs of ``size`` random bytes overwritten, spread over the file (S2)."""
+    return _patched(data, count, size, seed, overwrite=True)
 
 
 def scattered_insertions(data: bytes, count: int = 10, size: int = 4 * KiB, seed: int = 1) -> Pieces:
     """``data`` with ``count`` runs of ``size`` random bytes inserted, spread over the file."""
-    view, patch = memoryview(data), random_bytes(count * size, seed + 1000)
-    pieces: Pieces = []
-    last = 0
-    for i, at in enumerate(_offsets(len(data), count, seed, size)):
-        pieces += [view[last:at], patch[i * size : (i + 1) * size]]
-        last = at
-    pieces.append(view[last:])
-    return pieces
+    return _patched(data, count, size, seed, overwrite=False)
 
 
 def inserted_near_start(data: bytes, at: int = 1000, size: int = 100, seed: int = 2) -> Pieces:
