@@ -70,8 +70,14 @@ class StoreConfig:
     chunker: str | None = None
     max_concurrency: int = 3
     connect_timeout: float = 3.0
-    # Bounds how long a server that accepts connections but stops answering can stall a call.
+    # Bounds how long a server that stops sending mid-answer (a large body) can stall a call.
     read_timeout: float = 20.0
+    # How long a request, retries included, may wait for the server's answer before S3
+    # counts as unreachable (the circuit breaker below opens). It catches what timeouts per
+    # attempt do not bound: an endpoint that accepts connections but never answers, and an
+    # upload into a connection nobody reads. Uploads get one more second per 128 KiB of body
+    # (a slow uplink is not an outage); a download's body, once it started, read_timeout.
+    offline_timeout: float = 4.0
     # botocore attempts per request (standard retry mode). Kept low so that an unreachable
     # S3 is detected within about a second; throttling is also retried by s3fs.
     max_attempts: int = 2
@@ -126,6 +132,8 @@ class StoreConfig:
         check_grace(self.gc_grace)
         if self.entry_ttl < 0:
             raise ValueError("entry_ttl must be >= 0 seconds")
+        if self.offline_timeout <= 0:
+            raise ValueError("offline_timeout must be > 0 seconds")
         for name in ("cache_size", "max_concurrency", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

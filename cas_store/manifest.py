@@ -7,6 +7,7 @@ directory listing is a prefix listing.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -58,6 +59,10 @@ class Manifest:
     def get(self, rel: str) -> Record | None:
         """The entry of ``rel``, or None if there is no such file (one GET)."""
         return self.objects.run(f"reading {self.root.uri}/{rel}", lambda: self._get(rel))
+
+    def get_soon(self, rel: str) -> concurrent.futures.Future[Record | None]:
+        """:meth:`get`, started on the backend's loop: the caller decides how long to wait."""
+        return self.objects.submit(f"reading {self.root.uri}/{rel}", lambda: self._get(rel))
 
     def get_many(self, rels: Iterable[str]) -> dict[str, Record | None]:
         """Entries of many paths, fetched concurrently."""

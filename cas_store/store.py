@@ -9,6 +9,7 @@ are stated in ``docs/design.md``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as dt
 import io
@@ -40,6 +41,11 @@ EMPTY_TRUSTED = 60.0
 #: Seconds after this process created a store during which its writers upload new chunks
 #: without asking first (see :attr:`Store.is_new`).
 NEW_STORE_WINDOW = 60.0
+#: Seconds an open of a path this machine holds a mirrored entry for waits for the bucket's
+#: answer before it is served from the mirror, as offline: an unreachable bucket that does
+#: not refuse connections takes ``offline_timeout`` to detect, and cached files must stay
+#: readable meanwhile. The request goes on; if it fails, the circuit breaker opens.
+MIRROR_PATIENCE = 1.5
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,9 @@ class Store:
         self._created_at = 0.0
         self._no_marker = False  # the bucket said there is no marker (and we have not created one)
         self._empty_at: float | None = None  # when the bucket last said the root is empty
+        #: A request for an entry that outlasted MIRROR_PATIENCE: while it is unanswered,
+        #: paths mirrored here are served without asking again.
+        self._slow_answer: concurrent.futures.Future[Record | None] | None = None
         self._marker_lock = threading.Lock()
 
     @property
@@ -338,7 +347,22 @@ class Store:
                 return fresh
         try:
             self.marker()
-            record = self.manifest.get(rel)
+            slow = self._slow_answer
+            if slow is not None and not slow.done():
+                # An earlier request has waited past MIRROR_PATIENCE and is still unanswered.
+                mirrored = self.mirrored(rel)
+                if mirrored is not None:
+                    return mirrored
+            answer = self.manifest.get_soon(rel)
+            try:
+                record = answer.result(timeout=MIRROR_PATIENCE)
+            except concurrent.futures.TimeoutError:
+                self._slow_answer = answer
+                mirrored = self.mirrored(rel)
+                if mirrored is not None:
+                    log.info("S3 is slow to answer for %s: serving the entry mirrored here", rel)
+                    return mirrored
+                record = answer.result()
         except StoreOfflineError:
             record = self.mirrored(rel)
             if record is None:

@@ -74,6 +74,7 @@ STORE_OPTION_FIELDS = (
     "max_concurrency",
     "connect_timeout",
     "read_timeout",
+    "offline_timeout",
     "max_attempts",
     "offline_retry_after",
     "blob_memo_ttl",
@@ -184,6 +185,11 @@ class S3CASArtifactStoreConfig(BaseArtifactStoreConfig, AuthenticationConfigMixi
         default=_DEFAULTS["connect_timeout"], description="S3 connect timeout in seconds."
     )
     read_timeout: float = Field(default=_DEFAULTS["read_timeout"], description="S3 read timeout in seconds.")
+    offline_timeout: float = Field(
+        default=_DEFAULTS["offline_timeout"],
+        description="Seconds a request, retries included, may wait for S3's answer before S3 "
+        "counts as unreachable (uploads get one more second per 128 KiB).",
+    )
     max_attempts: int = Field(default=_DEFAULTS["max_attempts"], description="Attempts per S3 request.")
     offline_retry_after: float = Field(
         default=_DEFAULTS["offline_retry_after"],

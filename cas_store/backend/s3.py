@@ -45,6 +45,14 @@ T = TypeVar("T")
 
 _STREAM_READ = 1 * 2**20
 _DELETE_BATCH = 1000
+#: An upload's deadline grows by one second per this many bytes of body: a slow uplink
+#: shared by ``max_concurrency`` uploads is not an outage.
+_UPLOAD_FLOOR = 128 * 2**10
+
+
+class NoAnswerError(Exception):
+    """The server did not answer a request within ``StoreConfig.offline_timeout``."""
+
 
 # Failures that mean "S3 cannot be reached", as opposed to "S3 said no".
 OFFLINE_ERRORS: tuple[type[BaseException], ...] = (
@@ -55,6 +63,7 @@ OFFLINE_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     asyncio.TimeoutError,
     FSTimeoutError,
+    NoAnswerError,
 )
 
 
@@ -303,6 +312,10 @@ async def _await(fn: Callable[[], Awaitable[T]]) -> T:
     return await fn()
 
 
+def _nothing() -> None:
+    pass
+
+
 class S3ObjectStore:
     """One bucket over an :class:`S3Connection`. See :class:`~cas_store.backend.base.ObjectStore`."""
 
@@ -316,16 +329,56 @@ class S3ObjectStore:
     async def _call(self, method: str, **kwargs: Any) -> Any:
         return await self._fs._call_s3(method, Bucket=self.bucket, **kwargs)
 
+    async def _within(self, what: str, call: Awaitable[T], *, body: int = 0) -> T:
+        """``await call`` within the deadline of :meth:`_answered` (the answer is its result)."""
+
+        async def work(_: Callable[[], None]) -> T:
+            return await call
+
+        return await self._answered(what, work, body=body)
+
+    async def _answered(
+        self, what: str, work: Callable[[Callable[[], None]], Awaitable[T]], *, body: int = 0
+    ) -> T:
+        """``await work(answered)``, which calls ``answered()`` once the server's answer began
+        (by default: when ``work`` returns); raise :class:`NoAnswerError` if that takes longer
+        than ``offline_timeout`` (plus a second per ``_UPLOAD_FLOOR`` bytes of ``body``).
+
+        botocore's and s3fs's retries run inside the deadline. It bounds what per-attempt
+        timeouts leave open: attempts that each time out add up, and an upload into a
+        connection nobody reads has no timeout at all. Its error is not retried, and opens the
+        circuit breaker.
+        """
+        timeout = self.connection.config.offline_timeout + body / _UPLOAD_FLOOR
+        answer = asyncio.Event()
+        task = asyncio.ensure_future(work(answer.set))
+        began = asyncio.ensure_future(answer.wait())
+        try:
+            await asyncio.wait({task, began}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if task.done() or answer.is_set():
+                return await task
+            task.cancel()
+            raise NoAnswerError(
+                f"no answer from S3 ({self.endpoint}) to {what} within {timeout:g} s (offline_timeout)"
+            )
+        finally:
+            began.cancel()
+            if not task.done():
+                task.cancel()
+
     async def head(self, key: str) -> ObjectInfo | None:
         try:
-            meta = await self._call("head_object", Key=key)
+            meta = await self._within(f"HEAD {key}", self._call("head_object", Key=key))
         except FileNotFoundError:
             return None  # a HEAD of a missing bucket is a bare 404 too: the next write names it
         return _info(key, meta)
 
     async def get(self, key: str) -> tuple[bytes, ObjectInfo] | None:
+        answered = _nothing
+
         async def call_and_read() -> tuple[bytes, ObjectInfo]:
             resp = await self._call("get_object", Key=key)
+            answered()
             try:
                 data = bytes(await resp["Body"].read())
             finally:
@@ -334,18 +387,26 @@ class S3ObjectStore:
 
         try:
             # As s3fs's own cat_file: the call and the body read are retried together.
-            return cast(
-                tuple[bytes, ObjectInfo], await _error_wrapper(call_and_read, retries=self._fs.retries)
-            )
+            async def work(began: Callable[[], None]) -> tuple[bytes, ObjectInfo]:
+                nonlocal answered
+                answered = began
+                return cast(
+                    tuple[bytes, ObjectInfo], await _error_wrapper(call_and_read, retries=self._fs.retries)
+                )
+
+            return await self._answered(f"GET {key}", work)
         except FileNotFoundError as exc:
             if _is_missing(exc):
                 return None
             raise
 
     async def get_range(self, key: str, start: int, end: int, sink: Sink) -> None:
+        answered = _nothing
+
         async def call_and_read() -> None:
             extra = {"Range": f"bytes={start}-{end - 1}"} if end > start else {}
             resp = await self._call("get_object", Key=key, **extra)
+            answered()
             body = resp["Body"]
             offset = start
             try:
@@ -363,8 +424,13 @@ class S3ObjectStore:
                     f"got {offset - start} of {end - start} bytes of s3://{self.bucket}/{key}"
                 )
 
-        try:
+        async def work(began: Callable[[], None]) -> None:
+            nonlocal answered
+            answered = began
             await _error_wrapper(call_and_read, retries=self._fs.retries)
+
+        try:
+            await self._answered(f"GET {key}", work)
         except FileNotFoundError as exc:
             if _is_missing(exc):
                 raise ObjectNotFoundError(f"s3://{self.bucket}/{key} does not exist", key=key) from exc
@@ -385,7 +451,11 @@ class S3ObjectStore:
         if if_match is not None and self.capabilities.conditional_replace:
             condition["IfMatch"] = if_match
         try:
-            resp = await self._call("put_object", Key=key, Body=data, ContentType=content_type, **condition)
+            resp = await self._within(
+                f"PUT {key}",
+                self._call("put_object", Key=key, Body=data, ContentType=content_type, **condition),
+                body=len(data),
+            )
         except Exception as exc:
             if condition and is_precondition_failed(exc):
                 return PutResult(False, "")
@@ -405,7 +475,10 @@ class S3ObjectStore:
             return True
         if self.capabilities.copy:
             try:
-                await self._call("copy_object", Key=dest, CopySource={"Bucket": self.bucket, "Key": source})
+                await self._within(
+                    f"COPY {source} to {dest}",
+                    self._call("copy_object", Key=dest, CopySource={"Bucket": self.bucket, "Key": source}),
+                )
                 return True
             except Exception as exc:
                 if _is_missing(exc) or error_code(exc) == "NoSuchKey":
@@ -436,7 +509,7 @@ class S3ObjectStore:
             extra["StartAfter"] = start_after
         if token:
             extra["ContinuationToken"] = token
-        resp = await self._call("list_objects_v2", Prefix=prefix, **extra)
+        resp = await self._within(f"LIST {prefix}", self._call("list_objects_v2", Prefix=prefix, **extra))
         objects = tuple(_info(o["Key"], o, "Size") for o in resp.get("Contents") or [])
         prefixes = tuple(str(p["Prefix"]) for p in resp.get("CommonPrefixes") or [])
         more = resp.get("IsTruncated") and resp.get("NextContinuationToken")
@@ -445,8 +518,10 @@ class S3ObjectStore:
     async def delete_many(self, keys: list[str]) -> None:
         for i in range(0, len(keys), _DELETE_BATCH):
             batch = keys[i : i + _DELETE_BATCH]
-            resp = await self._call(
-                "delete_objects", Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+            delete = {"Objects": [{"Key": k} for k in batch], "Quiet": True}
+            resp = await self._within(
+                f"DELETE of {len(batch)} objects",
+                self._call("delete_objects", Delete=delete),
             )
             errors = resp.get("Errors") or []
             if errors:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from cas_store import CASFileSystem, StoreOfflineError
+from cas_store.fileobj import wait_background
 from tests.integration.conftest import FSFactory
 from tests.support.moto import MotoServer
+from tests.support.proxy import BlackholeProxy
+
+T = TypeVar("T")
 
 # Detection may take one botocore retry with backoff; far below any "hang".
 FAST = 5.0
@@ -122,3 +127,93 @@ def test_losing_s3_while_chunks_upload_publishes_nothing(
     server.start()
     time.sleep(0.3)
     assert not fs.exists(f"{root}/big.bin")
+
+
+# -- a blackholed endpoint: the network stops answering ---------------------------------------
+
+#: Issue 10: cached files readable within 2 s each, the rest fails within 5 s.
+CACHED_READ = 2.0
+
+
+@pytest.fixture
+def proxy(server: MotoServer) -> Iterator[BlackholeProxy]:
+    with BlackholeProxy(server.endpoint_url) as p:
+        yield p
+
+
+def _timed(fn: Callable[[], T]) -> tuple[T, float]:
+    start = time.monotonic()
+    result = fn()
+    return result, time.monotonic() - start
+
+
+@pytest.mark.parametrize("accept", [True, False], ids=["accepts-never-answers", "drops-connects"])
+def test_blackholed_endpoint_cached_reads_and_fast_failures(
+    server: MotoServer, proxy: BlackholeProxy, make_fs: FSFactory, root: str, tmp_path: Path, accept: bool
+) -> None:
+    writer = make_fs(chunk_size=2**20)
+    files = {f"{root}/d/f{i}.bin": os.urandom(2 * 2**20 + 1000 * i) for i in range(3)}
+    files[f"{root}/d/tiny.txt"] = b"inline"
+    for path, data in files.items():
+        writer.pipe(path, data)
+    writer.pipe(f"{root}/d/uncached.bin", os.urandom(300_000))
+    via_proxy = {"client_kwargs": {"endpoint_url": proxy.endpoint_url}}
+    laptop = make_fs(cache_dir=str(tmp_path / "laptop"), **via_proxy)
+    for path, data in files.items():
+        assert laptop.cat(path) == data
+    wait_background()  # the whole-file copies are assembled after the reads
+
+    proxy.blackhole(accept=accept)
+    for path, data in files.items():  # the first of these meets the blackhole
+        got, took = _timed(lambda: laptop.cat(path))  # noqa: B023
+        assert got == data and took < CACHED_READ, (path, took)
+        with laptop.open(path, "rb") as f:
+            f.seek(len(data) // 2)
+            got, took = _timed(lambda: f.read(1000))
+        assert got == data[len(data) // 2 :][:1000] and took < CACHED_READ, (path, took)
+    assert _timed_raise(laptop.cat, f"{root}/d/uncached.bin") < FAST
+    assert _timed_raise(laptop.pipe, f"{root}/new.bin", os.urandom(3 * 2**20)) < FAST
+
+    # A process that meets the blackhole first with a write, and one with an uncached read.
+    for first in ("write", "small write", "read"):
+        other = make_fs(cache_dir=str(tmp_path / f"other-{first}"), **via_proxy)
+        if first == "write":
+            took = _timed_raise(other.pipe, f"{root}/new.bin", os.urandom(3 * 2**20))
+        elif first == "small write":
+            took = _timed_raise(other.pipe, f"{root}/new.txt", b"small")
+        else:
+            took = _timed_raise(other.cat, f"{root}/d/f0.bin")
+        assert took < FAST, (first, took)
+
+    proxy.release()
+    assert not writer.exists(f"{root}/new.bin") and not writer.exists(f"{root}/new.txt")
+    back = make_fs(cache_dir=str(tmp_path / "back"), **via_proxy)  # a fresh breaker: S3 is tried
+    back.pipe(f"{root}/after", b"back online")
+    assert writer.cat(f"{root}/after") == b"back online"
+
+
+def test_blackhole_mid_upload_fails_the_write_and_publishes_nothing(
+    server: MotoServer, proxy: BlackholeProxy, make_fs: FSFactory, root: str, tmp_path: Path
+) -> None:
+    """An upload into a connection nobody answers has no per-attempt timeout: the deadline ends it."""
+    fs = make_fs(
+        chunk_size=2**20, offline_retry_after=0.5, client_kwargs={"endpoint_url": proxy.endpoint_url}
+    )
+    fs.pipe(f"{root}/before", b"marker is created")
+
+    def write() -> None:
+        with fs.open(f"{root}/big.bin", "wb") as f:
+            f.write(os.urandom(2 * 2**20))  # chunks go up in the background
+            proxy.blackhole()
+            for _ in range(4):
+                f.write(os.urandom(2**20))
+
+    start = time.monotonic()
+    with pytest.raises(StoreOfflineError, match="unreachable"):
+        write()
+    # Each upload of 1 MiB gets offline_timeout plus 8 s (1 s per 128 KiB of body).
+    assert time.monotonic() - start < 4 + 8 + FAST
+    proxy.release()
+    time.sleep(0.6)
+    assert not fs.exists(f"{root}/big.bin")
+    assert list(Path(fs.cache.tmp_dir).iterdir()) == []
