@@ -40,6 +40,13 @@ from zenml.utils.networking_utils import replace_localhost_with_internal_hostnam
 from zenml.utils.secret_utils import SecretField
 
 from cas_store.config import StoreConfig
+from cas_store.errors import (
+    BucketNotFoundError,
+    CredentialsError,
+    IncompatibleStoreError,
+    InvalidPathError,
+    StoreOfflineError,
+)
 from cas_store.filesystem import CASFileSystem
 from cas_store.layout import Root
 from cas_store.zenml_scheme import SCHEME, register_scheme
@@ -52,6 +59,49 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: cas_store's failures whose message says what the user must do: ZenML logs a failed step
+#: with its traceback, and pages of traceback (aiohttp, botocore, ZenML) would bury that line.
+ONE_LINE_ERRORS: tuple[type[BaseException], ...] = (
+    StoreOfflineError,
+    CredentialsError,
+    BucketNotFoundError,
+    IncompatibleStoreError,
+    InvalidPathError,
+)
+#: The ZenML loggers that log a failed step (or its logs' upload) with ``logger.exception``.
+STEP_FAILURE_LOGGERS = (
+    "zenml.orchestrators.local.local_orchestrator",
+    "zenml.orchestrators.step_launcher",
+    "zenml.orchestrators.step_runner",
+    "zenml.log_stores.artifact.artifact_log_exporter",  # step logs that cannot be stored
+)
+
+
+class OneLineStepErrors(logging.Filter):
+    """Drop the traceback from ZenML's step-failure records caused by :data:`ONE_LINE_ERRORS`.
+
+    The record's message and the exception's own line stay: ``Step x failed: <what to do>``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ONE_LINE_ERRORS):
+            record.msg = f"{record.getMessage().rstrip('.')}: {exc}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _install_step_error_filter() -> None:
+    for name in STEP_FAILURE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, OneLineStepErrors) for f in logger.filters):
+            logger.addFilter(OneLineStepErrors())
+
+
+_install_step_error_filter()
 
 FLAVOR_NAME = "s3cas"
 

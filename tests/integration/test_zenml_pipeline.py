@@ -10,6 +10,7 @@ and working directory, isolated from ``~/.aws`` and ``~/.config/zenml``.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -215,3 +216,28 @@ def test_registration_commands_work_as_documented(e2e: E2E) -> None:
     described = e2e.zenml("artifact-store", "describe", "cas_store")
     assert f"s3cas://{e2e.bucket}/{PREFIX}" in described
     assert e2e.bucket in described
+
+
+def test_pipeline_run_offline_fails_with_one_clear_line(e2e: E2E) -> None:
+    """S3 unreachable: the run fails with one line that says so, not pages of traceback."""
+    e2e.server.stop()
+    try:
+        result = subprocess.run(
+            [sys.executable, str(e2e.workdir / APP.name), "run", str(e2e.base / "run-offline.json")],
+            cwd=e2e.workdir,
+            env=e2e.env(e2e.base / "offline-cache"),
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+    finally:
+        e2e.server.restart()
+    assert result.returncode != 0
+    # ZenML's log of the run (the script's own uncaught error, ZenML's RuntimeError, is on stderr).
+    step_log = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
+    failed = [line for line in step_log.splitlines() if "Failed to run step" in line]
+    assert len(failed) == 1 and "is unreachable" in failed[0], step_log[-3000:]
+    assert "retry once the server is back" in failed[0]
+    assert "Traceback" not in step_log, step_log[-3000:]
+    assert "aiohttp" not in step_log and "botocore" not in step_log
