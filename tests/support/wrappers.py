@@ -3,15 +3,20 @@
 :class:`HookedObjectStore` delegates every call to the store it wraps and first calls
 ``hook(method, key)`` (awaited on the backend's event loop), which may record the call,
 raise (a crash point) or wait on an event (a deterministic interleaving).
+:class:`FaultyObjectStore` is one with a ready-made hook: it raises, or stalls until an
+event is set, at the n-th call of one method below one key prefix.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from cas_store.backend.base import ListPage, ObjectInfo, ObjectStore, PutResult, Sink
+from cas_store.errors import S3Error
 
 T = TypeVar("T")
 Hook = Callable[[str, str], Awaitable[None] | None]
@@ -94,3 +99,68 @@ class HookedObjectStore:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class InjectedFault(S3Error):
+    """What :class:`FaultyObjectStore` raises by default: an S3 error, as a backend raises
+    once its retries have run out (code ``InjectedFault``, status 500)."""
+
+
+class FaultyObjectStore(HookedObjectStore):
+    """An ObjectStore that fails once, deterministically: at the ``nth`` (1-based) call of
+    ``method`` (``head``, ``get``, ``get_range``, ``put``, ``copy`` (keyed by its
+    destination), ``list``, ``delete`` (once per key)) whose key starts with ``prefix``.
+
+    There it raises ``error`` (an :class:`InjectedFault` by default) before the request is
+    sent, so the backend never sees it; or, given ``stall``, it waits (off the event loop:
+    other requests go on) until ``stall`` is set, then sends the request. ``reached`` is
+    set when the fault point is reached. Every other call is forwarded unchanged; each
+    call is recorded in ``calls`` as in :class:`HookedObjectStore`.
+    """
+
+    #: A stall longer than this is a hung test: it raises instead.
+    STALL_LIMIT = 120.0
+
+    def __init__(
+        self,
+        inner: ObjectStore,
+        method: str,
+        prefix: str = "",
+        nth: int = 1,
+        *,
+        error: BaseException | None = None,
+        stall: threading.Event | None = None,
+    ) -> None:
+        if nth < 1:
+            raise ValueError(f"nth counts from 1, not {nth}")
+        if error is not None and stall is not None:
+            raise ValueError("a fault raises or stalls, not both")
+        super().__init__(inner, self._fault)
+        self.method = method
+        self.prefix = prefix
+        self.nth = nth
+        self.error = error
+        self.stall = stall
+        self.matched = 0
+        self.reached = threading.Event()
+
+    async def _fault(self, method: str, key: str) -> None:
+        if method != self.method or not key.startswith(self.prefix):
+            return
+        self.matched += 1
+        if self.matched != self.nth:
+            return
+        self.reached.set()
+        if self.stall is not None:
+            released = await asyncio.to_thread(self.stall.wait, self.STALL_LIMIT)
+            if not released:
+                raise TimeoutError(f"stalled {method} {key} was never released")
+            return
+        if self.error is not None:
+            raise self.error
+        raise InjectedFault(
+            f"injected fault: {method} {key} (call {self.nth} of {method} {self.prefix!r}*)",
+            code="InjectedFault",
+            status=500,
+            key=key,
+        )
