@@ -225,6 +225,13 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
             return TextWriteFile(binary, **text_kwargs)
         return super().open(path, mode, **kwargs)
 
+    def pipe(self, path: Any, value: Any = None, **kwargs: Any) -> None:
+        if not isinstance(path, str | dict):
+            # fsspec's pipe takes str and dict only: a bytes or PathLike path is checked (and
+            # refused with guidance, or made a str) as everywhere else
+            path = self._strip_protocol(path)
+        super().pipe(path, value, **kwargs)
+
     def cat_file(self, path: Any, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
         ranged = start is not None or end is not None
         # A range fetches the chunks that cover it and nothing ahead (a whole read: all at once).
