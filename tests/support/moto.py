@@ -13,7 +13,7 @@ import contextlib
 import socket
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Self
 
@@ -26,6 +26,7 @@ from moto.server import ThreadedMotoServer
 from werkzeug.serving import ThreadedWSGIServer
 
 from tests.support.env import DUMMY_ACCESS_KEY, DUMMY_SECRET_KEY, LOOPBACK, REGION
+from tests.support.faults import FaultInjector, aborting
 from tests.support.requests import INTERNAL_HEADER, Recorders, RecordingMiddleware, RequestLog, WSGIApp
 
 __all__ = ["MotoServer"]
@@ -75,7 +76,10 @@ class _ClosingWSGIServer(ThreadedWSGIServer):
     def shutdown_request(self, request: Any) -> None:
         with self._connections_lock:
             self._connections.discard(request)
-        super().shutdown_request(request)
+        if aborting(request):  # a fault's reset: shutting down first would send FIN, not RST
+            self.close_request(request)
+        else:
+            super().shutdown_request(request)
 
     def close_connections(self) -> None:
         with self._connections_lock:
@@ -120,6 +124,9 @@ class MotoServer(ThreadedMotoServer):
         super().__init__(ip_address=LOOPBACK, port=port, verbose=False)
         self._warm_up = warm_up
         self._recorders = Recorders()
+        #: Faults on the wire (tests/support/faults.py); inactive unless a test configures it.
+        self.faults = FaultInjector(self._app_for_faults)
+        self._app: WSGIApp | None = None
         self._httpd: _ClosingWSGIServer | None = None
         self._start_error: BaseException | None = None
 
@@ -128,8 +135,8 @@ class MotoServer(ThreadedMotoServer):
     # forever in start() if the port cannot be bound).
     def _server_entry(self) -> None:
         try:
-            app = RecordingMiddleware(DomainDispatcherApplication(create_backend_app), self._recorders)
-            httpd = _ClosingWSGIServer(self._ip_address, self._port, app)
+            self._app = RecordingMiddleware(DomainDispatcherApplication(create_backend_app), self._recorders)
+            httpd = _ClosingWSGIServer(self._ip_address, self._port, self.faults)
         except BaseException as exc:  # handed to the thread calling start()
             self._start_error = exc
             self._server_ready_event.set()
@@ -138,6 +145,11 @@ class MotoServer(ThreadedMotoServer):
         self._server = httpd
         self._server_ready_event.set()
         httpd.serve_forever(poll_interval=0.05)
+
+    def _app_for_faults(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """What the fault injector passes requests on to: recording, then moto."""
+        assert self._app is not None, "the server is not running"
+        return self._app(environ, start_response)
 
     @property
     def running(self) -> bool:
@@ -179,6 +191,7 @@ class MotoServer(ThreadedMotoServer):
         self._httpd = None
         self._server = None
         self._server_ready_event.clear()
+        self.faults.release()  # blackholed requests would keep their threads
         httpd.shutdown()  # ends serve_forever()
         httpd.server_close()  # closes the listening socket -> ECONNREFUSED from now on
         httpd.close_connections()  # requests in flight see a reset / truncated body
