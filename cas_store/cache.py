@@ -94,7 +94,9 @@ class AdoptingDisk(diskcache.Disk):  # type: ignore[misc]
         # (Disk.remove), possibly this one between makedirs and rename; make it again.
         for attempt in range(1, _ADOPT_ATTEMPTS + 1):
             with contextlib.suppress(OSError):
-                os.makedirs(full_dir)
+                # The mode applies to the leaf only: make the fan-out level above it first.
+                os.makedirs(os.path.dirname(full_dir), mode=_PRIVATE_DIR, exist_ok=True)
+                os.makedirs(full_dir, mode=_PRIVATE_DIR)
             try:
                 os.rename(value.path, full_path)
             except FileNotFoundError:
@@ -111,6 +113,22 @@ class AdoptingDisk(diskcache.Disk):  # type: ignore[misc]
         except OSError as exc:
             self.failures.error = exc
             raise
+
+
+#: Modes of what the cache creates, whatever the umask: the mirror holds paths and inline
+#: file contents, the blobs the content of every file read.
+_PRIVATE_DIR = 0o700
+_PRIVATE_FILE = 0o600
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` empty and readable by its owner only, unless it exists: SQLite then
+    opens it as a new database, and gives its -wal and -shm files the same mode."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _PRIVATE_FILE)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def _fingerprint(st: os.stat_result) -> str:
@@ -285,7 +303,7 @@ class Mirror:
 
     def _reopen(self) -> None:
         """Connect afresh (creating what is missing); start the database afresh if damaged."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=_PRIVATE_DIR, parents=True, exist_ok=True)
         try:
             self._setup()
         except sqlite3.DatabaseError as exc:
@@ -296,6 +314,7 @@ class Mirror:
 
     def _setup(self) -> None:
         self._generation += 1
+        _private_file(self.path)
         conn = self._connect()
         with _transaction(conn):
             if conn.execute("PRAGMA user_version").fetchone()[0] != self._SCHEMA_VERSION:
@@ -593,8 +612,8 @@ class LocalCache:
 
     def _make_dirs(self) -> None:
         # Private: the mirror holds paths and inline file contents.
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(mode=0o700, exist_ok=True)
+        self.directory.mkdir(mode=_PRIVATE_DIR, parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(mode=_PRIVATE_DIR, exist_ok=True)
 
     def _open_blobs(self) -> Any:
         """A diskcache.Cache on ``blobs/``, created if missing, started afresh if damaged."""
@@ -612,6 +631,9 @@ class LocalCache:
         return blobs
 
     def _new_blobs(self) -> Any:
+        # Before diskcache makes them, with its own modes (0755, and SQLite's 0644).
+        self._blobs_dir.mkdir(mode=_PRIVATE_DIR, exist_ok=True)
+        _private_file(self._blobs_db)
         return diskcache.Cache(
             str(self._blobs_dir),
             timeout=self._TIMEOUT,
