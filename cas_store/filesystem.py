@@ -238,7 +238,7 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
         with self.open(path, "rb", read_ahead="none" if ranged else None) as f:
             if not ranged:
                 return f.read()  # type: ignore[no-any-return]  # a whole read is verified
-            size = f.size
+            size = f.seek(0, io.SEEK_END)  # an inline file's reader is a BytesIO: no .size
             start = 0 if start is None else (start if start >= 0 else max(size + start, 0))
             end = size if end is None else (end if end >= 0 else size + end)
             f.seek(start)
