@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,8 @@ import pytest
 
 from cas_store import CASFileSystem
 from cas_store.hashing import hash_bytes
+from cas_store.maintenance import collect, verify
+from tests.integration.concurrency_worker import content as spec_content
 from tests.integration.conftest import FSFactory
 from tests.support.moto import MotoServer
 
@@ -125,3 +130,133 @@ def test_concurrent_first_writers_create_one_store(make_fs: FSFactory, root: str
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(first_write, range(8)))
     assert len(make_fs().ls(root, detail=False)) == 8
+
+
+MIXED_WORKER = Path(__file__).with_name("concurrency_worker.py")
+GC_GRACE = 2
+PAST_GRACE = GC_GRACE + 1.2
+
+
+def _mixed_env(moto: MotoServer, cache: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "AWS_ENDPOINT_URL": moto.endpoint_url,
+        "AWS_ACCESS_KEY_ID": moto.access_key,
+        "AWS_SECRET_ACCESS_KEY": moto.secret_key,
+        "CAS_STORE_CACHE_DIR": str(cache),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+
+
+def _expected_state(logs: list[Path]) -> dict[str, str]:
+    """{path: spec} after the logged operations. A worker's own paths: its last write, copy
+    or removal. A shared path: the write that no other write started after the end of."""
+    state: dict[str, str] = {}
+    shared: dict[str, list[dict[str, Any]]] = {}
+    for log in logs:
+        for line in log.read_text().splitlines():
+            op = json.loads(line)
+            if op["path"].split("/")[-2] == "shared":
+                if op["op"] == "write":
+                    shared.setdefault(op["path"], []).append(op)
+            elif op["op"] in ("write", "copy"):
+                state[op["path"]] = op["spec"]
+            elif op["op"] == "rm":
+                del state[op["path"]]
+    for path, writes in shared.items():
+        last = [w for w in writes if not any(o["t0"] > w["t1"] for o in writes)]
+        state[path] = "|".join(sorted(w["spec"] for w in last))  # the candidates for the last write
+    return state
+
+
+@pytest.mark.timeout(240)
+def test_four_processes_of_mixed_operations_and_a_collection_on_one_cache(
+    moto: MotoServer, make_fs: FSFactory, root: str, bucket: str, s3client: Any, tmp_path: Path
+) -> None:
+    """4 processes x 200 mixed operations (writes of inline, single- and multi-chunk files
+    sharing contents, overwrites, copies, removals, reads, listings, and writes of shared
+    paths) on one store and one cache directory, while collections run: every operation
+    succeeds and checks what it reads; afterwards every path holds its last write, read from
+    an empty cache and by a fresh process on the shared cache; nothing else is listed;
+    verify (deep) is clean once the collections finish."""
+    fs = make_fs(chunk_size=2**20, gc_grace=GC_GRACE, cache_dir=str(tmp_path / "setup-cache"))
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    rng = random.Random(4)
+    for i in range(6):
+        (pool / f"c{i}").write_bytes(rng.randbytes([200_000, 2 * 2**20 + 5_000, 2**20 + 17][i % 3]))
+    for content in sorted(pool.iterdir())[:3]:  # garbage at the start: revived, or collected
+        fs.pipe(f"{root}/seed/{content.name}", content.read_bytes())
+    fs.rm(f"{root}/seed", recursive=True)
+    cache = tmp_path / "shared-cache"
+    logs = [tmp_path / f"w{w}.jsonl" for w in range(4)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(MIXED_WORKER),
+                "run",
+                root,
+                str(w),
+                str(40 + w),
+                "200",
+                str(pool),
+                str(logs[w]),
+            ],
+            env=_mixed_env(moto, cache),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(4)
+    ]
+    store = fs.store()
+    reports = []
+    try:
+        while any(p.poll() is None for p in procs):
+            reports.append(collect(store, dry_run=False))
+            time.sleep(0.5)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for proc in procs:
+        assert proc.wait() == 0, proc.stderr.read()[-3000:] if proc.stderr else ""
+    assert sum(len(log.read_text().splitlines()) for log in logs) == 4 * 200
+    assert sum(r.quarantined_blobs for r in reports) > 0  # the collections raced the writers
+
+    time.sleep(PAST_GRACE)
+    for _ in range(2):  # finish every run
+        reports.append(collect(store, dry_run=False))
+        time.sleep(PAST_GRACE)
+    reports.append(collect(store, dry_run=False))
+    assert all(r.lost == [] for r in reports) and reports[-1].pending == []
+
+    expected = _expected_state(logs)
+    reader = make_fs(cache_dir=str(tmp_path / "empty-cache"))
+    assert sorted(reader.find(root)) == sorted(p.removeprefix("s3cas://") for p in expected)
+    settled: dict[str, str] = {}
+    for path, specs in expected.items():
+        body = reader.cat(path)
+        matching = [s for s in specs.split("|") if body == _spec_bytes(s, pool)]
+        assert matching, f"{path}: not its last write (one of {specs})"
+        settled[path] = matching[0]
+    expected_file = tmp_path / "expected.json"
+    expected_file.write_text(json.dumps(settled))
+    checker = subprocess.run(
+        [sys.executable, str(MIXED_WORKER), "check", root, str(pool), str(expected_file)],
+        env=_mixed_env(moto, cache),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert checker.returncode == 0 and checker.stdout.strip() == "ok", checker.stderr[-3000:]
+    report = verify(store, deep=True)
+    assert report.ok and report.quarantined == 0, report.to_dict()
+    assert [
+        o["Key"] for o in s3client.list_objects_v2(Bucket=bucket, Prefix="store/gc/").get("Contents", [])
+    ] == []
+
+
+def _spec_bytes(spec: str, pool: Path) -> bytes:
+    return spec_content(spec, str(pool))
