@@ -148,3 +148,20 @@ def test_a_stalled_entry_put_shows_the_old_content_until_it_lands(
         thread.join(60)
     assert not thread.is_alive() and failure == []
     assert _read(make_store(cache="reader-after"), "f") == new
+
+
+@pytest.mark.parametrize("nth", [1, 3, CHUNKS])
+def test_a_read_failing_at_a_download_caches_nothing_partial(
+    make_store: StoreFactory, objects: ObjectStore, nth: int
+) -> None:
+    """A read whose n-th blob download fails raises; the same cache directory then reads
+    the whole content (nothing half-downloaded is kept or served)."""
+    data = os.urandom(SIZE)
+    _write(make_store(cache="setup"), "f", data)
+    faulty = FaultyObjectStore(objects, "get_range", BLOBS, nth)
+    reader = make_store(faulty, cache="reader")
+    with pytest.raises(CASStoreError):
+        _read(reader, "f")
+    assert faulty.reached.is_set()
+    assert _read(reader, "f") == data
+    assert _read(make_store(cache="reader"), "f") == data  # another Store on that cache directory
