@@ -14,6 +14,7 @@ import pytest
 
 from cas_store import CASFileSystem
 from tests.support.clients import S3Endpoint, boto3_client, make_bucket
+from tests.support.faults import FaultInjector
 from tests.support.moto import MotoServer
 from tests.support.seaweed import SeaweedServer
 
@@ -79,3 +80,13 @@ def fs(make_fs: FSFactory) -> CASFileSystem:
 def root(bucket: str) -> str:
     """The store root URI of ``fs``."""
     return f"s3cas://{bucket}/store"
+
+
+@pytest.fixture
+def faults(moto: MotoServer) -> Iterator[FaultInjector]:
+    """The wire-fault injector in front of the shared moto server, switched off afterwards."""
+    try:
+        yield moto.faults
+    finally:
+        moto.faults.off()
+        moto.faults.clear_records()

@@ -21,6 +21,7 @@ from cas_store.hashing import hash_bytes
 from cas_store.maintenance import collect, verify
 from tests.integration.concurrency_worker import content as spec_content
 from tests.integration.conftest import FSFactory
+from tests.support.clients import worker_environ
 from tests.support.moto import MotoServer
 
 
@@ -137,17 +138,6 @@ GC_GRACE = 2
 PAST_GRACE = GC_GRACE + 1.2
 
 
-def _mixed_env(moto: MotoServer, cache: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "AWS_ENDPOINT_URL": moto.endpoint_url,
-        "AWS_ACCESS_KEY_ID": moto.access_key,
-        "AWS_SECRET_ACCESS_KEY": moto.secret_key,
-        "CAS_STORE_CACHE_DIR": str(cache),
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-    }
-
-
 def _expected_state(logs: list[Path]) -> dict[str, str]:
     """{path: spec} after the logged operations. A worker's own paths: its last write, copy
     or removal. A shared path: the write that no other write started after the end of."""
@@ -203,7 +193,7 @@ def test_four_processes_of_mixed_operations_and_a_collection_on_one_cache(
                 str(pool),
                 str(logs[w]),
             ],
-            env=_mixed_env(moto, cache),
+            env=worker_environ(moto, cache),
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -244,7 +234,7 @@ def test_four_processes_of_mixed_operations_and_a_collection_on_one_cache(
     expected_file.write_text(json.dumps(settled))
     checker = subprocess.run(
         [sys.executable, str(MIXED_WORKER), "check", root, str(pool), str(expected_file)],
-        env=_mixed_env(moto, cache),
+        env=worker_environ(moto, cache),
         capture_output=True,
         text=True,
         timeout=120,

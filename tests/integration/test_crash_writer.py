@@ -10,7 +10,6 @@ published are freed by a collection, and nothing still referenced is.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -29,6 +28,7 @@ from cas_store.layout import Root
 from cas_store.maintenance import collect, init_store, verify
 from tests.integration.conftest import FSFactory
 from tests.integration.crash_worker import content
+from tests.support.clients import worker_environ
 from tests.support.moto import MotoServer
 
 WORKER = Path(__file__).with_name("crash_worker.py")
@@ -53,17 +53,9 @@ class Worker:
     """A crash_worker.py process, imported and waiting for a command."""
 
     def __init__(self, moto: MotoServer, root: str, cache: Path) -> None:
-        env = {
-            **os.environ,
-            "AWS_ENDPOINT_URL": moto.endpoint_url,
-            "AWS_ACCESS_KEY_ID": moto.access_key,
-            "AWS_SECRET_ACCESS_KEY": moto.secret_key,
-            "CAS_STORE_CACHE_DIR": str(cache),
-            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        }
         self.proc = subprocess.Popen(
             [sys.executable, str(WORKER), root],
-            env=env,
+            env=worker_environ(moto, cache),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -28,7 +28,7 @@ from cas_store.errors import CASStoreError
 from cas_store.format import Marker
 from cas_store.maintenance import collect, upgrade_store, verify
 from tests.integration.conftest import FSFactory
-from tests.support.clients import S3Endpoint
+from tests.support.clients import S3Endpoint, worker_environ
 from tests.support.faults import FaultKind, Rule
 from tests.support.moto import MotoServer
 
@@ -135,17 +135,10 @@ def test_concurrent_deduplicating_writers_processes(
     data = os.urandom(2 * MiB + 11)
     source = tmp_path / "content"
     source.write_bytes(data)
-    env = {
-        **os.environ,
-        "AWS_ENDPOINT_URL": server.endpoint_url,
-        "AWS_ACCESS_KEY_ID": server.access_key,
-        "AWS_SECRET_ACCESS_KEY": server.secret_key,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-    }
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _PROCESS_WRITER, root, str(w), str(source)],
-            env={**env, "CAS_STORE_CACHE_DIR": str(tmp_path / f"cache-{w}")},
+            env=worker_environ(server, tmp_path / f"cache-{w}"),
             stderr=subprocess.PIPE,
             text=True,
         )

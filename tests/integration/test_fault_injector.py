@@ -8,7 +8,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import botocore.exceptions
@@ -17,15 +16,6 @@ import pytest
 from tests.support.clients import boto3_client, make_bucket
 from tests.support.faults import FaultInjector, Rule
 from tests.support.moto import MotoServer
-
-
-@pytest.fixture
-def faults(moto: MotoServer) -> Iterator[FaultInjector]:
-    try:
-        yield moto.faults
-    finally:
-        moto.faults.off()
-        moto.faults.clear_records()
 
 
 @pytest.fixture

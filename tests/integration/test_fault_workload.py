@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +65,6 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
         return float(original(self, context)) / 10
 
     monkeypatch.setattr(ExponentialBackoff, "delay_amount", scaled)
-
-
-@pytest.fixture
-def faults(moto: MotoServer) -> Iterator[FaultInjector]:
-    try:
-        yield moto.faults
-    finally:
-        moto.faults.off()
-        moto.faults.clear_records()
 
 
 Content = bytes | None  # None: the path does not exist

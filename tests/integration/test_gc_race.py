@@ -15,11 +15,13 @@ from typing import Any
 
 import pytest
 
+from cas_store import CASFileSystem
 from cas_store.format import Entry
 from cas_store.layout import Root
 from cas_store.maintenance import collect, verify
 from tests.integration.conftest import FSFactory
 from tests.integration.test_gc_protocol import STEPS_P1, STEPS_P2
+from tests.support.clients import worker_environ
 from tests.support.moto import MotoServer
 
 WORKER = Path(__file__).with_name("gc_worker.py")
@@ -30,17 +32,6 @@ PAST_GRACE = GRACE + 1.2
 @pytest.fixture
 def server(moto: MotoServer) -> MotoServer:
     return moto
-
-
-def _env(moto: MotoServer, cache: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "AWS_ENDPOINT_URL": moto.endpoint_url,
-        "AWS_ACCESS_KEY_ID": moto.access_key,
-        "AWS_SECRET_ACCESS_KEY": moto.secret_key,
-        "CAS_STORE_CACHE_DIR": str(cache),
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-    }
 
 
 def _gc_objects(s3client: Any, bucket: str) -> list[str]:
@@ -54,6 +45,23 @@ def _pool(tmp_path: Path, n: int) -> Path:
     for i in range(n):
         (pool / f"c{i}").write_bytes(rng.randbytes(rng.choice([300_000, 2**20 + 7, 2 * 2**20 + 3])))
     return pool
+
+
+def _logged_writes_read_back(logs: list[Path], pool: Path, reader: CASFileSystem, root: str) -> None:
+    """Every path the writers' logs leave written reads back (from ``reader``, an empty cache) as
+    the pool content last written to it, and nothing else is listed."""
+    expected: dict[str, str] = {}
+    for log in logs:
+        for line in log.read_text().splitlines():
+            op = json.loads(line)
+            if op["op"] == "write":
+                expected[op["path"]] = op["content"]
+            else:
+                expected.pop(op["path"])
+    assert len(expected) > 10
+    for path, name in expected.items():
+        assert reader.cat(path) == (pool / name).read_bytes(), path
+    assert sorted(reader.find(root)) == sorted(p.removeprefix("s3cas://") for p in expected)
 
 
 @pytest.mark.timeout(240)
@@ -70,7 +78,7 @@ def test_collections_racing_writer_processes_lose_nothing(
     writers = [
         subprocess.Popen(
             [sys.executable, str(WORKER), "write", root, str(w), str(w), "14", str(pool), str(logs[w])],
-            env=_env(moto, tmp_path / f"cache-{w}"),
+            env=worker_environ(moto, tmp_path / f"cache-{w}"),
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -89,19 +97,7 @@ def test_collections_racing_writer_processes_lose_nothing(
         time.sleep(PAST_GRACE)
     reports.append(collect(store, dry_run=False))
 
-    expected: dict[str, str] = {}
-    for log in logs:
-        for line in log.read_text().splitlines():
-            op = json.loads(line)
-            if op["op"] == "write":
-                expected[op["path"]] = op["content"]
-            else:
-                expected.pop(op["path"])
-    assert len(expected) > 10
-    reader = make_fs(cache_dir=str(tmp_path / "reader-cache"))
-    for path, name in expected.items():
-        assert reader.cat(path) == (pool / name).read_bytes(), path
-    assert sorted(reader.find(root)) == sorted(p.removeprefix("s3cas://") for p in expected)
+    _logged_writes_read_back(logs, pool, make_fs(cache_dir=str(tmp_path / "reader-cache")), root)
     check = verify(store, deep=True)
     assert check.ok and check.quarantined == 0, check.to_dict()
     quarantined = sum(r.quarantined_blobs for r in reports)
@@ -130,7 +126,7 @@ def test_collector_process_killed_at_a_step_then_rerun(
         time.sleep(PAST_GRACE)
     proc = subprocess.Popen(
         [sys.executable, str(WORKER), "collect", root, step],
-        env=_env(moto, tmp_path / "collector-cache"),
+        env=worker_environ(moto, tmp_path / "collector-cache"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -186,7 +182,7 @@ class _Collector:
     def __init__(self, moto: MotoServer, cache: Path, root: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, str(WORKER), "collect-on-command", root],
-            env=_env(moto, cache),
+            env=worker_environ(moto, cache),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -234,7 +230,7 @@ def test_collectors_killed_at_every_step_while_writers_deduplicate_lose_nothing(
     writers = [
         subprocess.Popen(
             [sys.executable, str(WORKER), "write", root, str(w), str(20 + w), "150", str(pool), str(logs[w])],
-            env=_env(moto, tmp_path / "writers-cache"),  # one cache directory for both
+            env=worker_environ(moto, tmp_path / "writers-cache"),  # one cache directory for both
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -273,19 +269,7 @@ def test_collectors_killed_at_every_step_while_writers_deduplicate_lose_nothing(
     reports.append(collect(store, dry_run=False))
     assert all(r.lost == [] for r in reports) and reports[-1].pending == []
 
-    expected: dict[str, str] = {}
-    for log in logs:
-        for line in log.read_text().splitlines():
-            op = json.loads(line)
-            if op["op"] == "write":
-                expected[op["path"]] = op["content"]
-            else:
-                expected.pop(op["path"])
-    assert len(expected) > 10
-    reader = make_fs(cache_dir=str(tmp_path / "reader-cache"))
-    for path, name in expected.items():
-        assert reader.cat(path) == (pool / name).read_bytes(), path
-    assert sorted(reader.find(root)) == sorted(p.removeprefix("s3cas://") for p in expected)
+    _logged_writes_read_back(logs, pool, make_fs(cache_dir=str(tmp_path / "reader-cache")), root)
     check = verify(store, deep=True)
     assert check.ok and check.quarantined == 0, check.to_dict()
     assert _gc_objects(s3client, bucket) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Protocol
 
 import boto3  # type: ignore[import-untyped,unused-ignore]
@@ -111,4 +112,17 @@ def s3fs_options(server: S3Endpoint) -> dict[str, Any]:
         "secret": server.secret_key,
         "client_kwargs": {"endpoint_url": server.endpoint_url},
         "skip_instance_cache": True,
+    }
+
+
+def worker_environ(server: S3Endpoint, cache: Path) -> dict[str, str]:
+    """The environment of a worker process (a subprocess of a test) on ``server``: endpoint and
+    credentials in the AWS variables, ``cache`` as its cache directory, the repo importable."""
+    return {
+        **os.environ,
+        "AWS_ENDPOINT_URL": server.endpoint_url,
+        "AWS_ACCESS_KEY_ID": server.access_key,
+        "AWS_SECRET_ACCESS_KEY": server.secret_key,
+        "CAS_STORE_CACHE_DIR": str(cache),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     }
