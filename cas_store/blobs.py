@@ -33,7 +33,12 @@ class Blobs:
         return self.root.blob_key(algorithm, digest)
 
     def store(
-        self, algorithm: str, digest: str, data: bytes, ask_first: bool = True
+        self,
+        algorithm: str,
+        digest: str,
+        data: bytes,
+        ask_first: bool = True,
+        uploaded: Callable[[int], None] | None = None,
     ) -> concurrent.futures.Future[float]:
         """Start making ``data`` (whose hash is ``digest``) durable as a blob; don't wait.
 
@@ -41,6 +46,7 @@ class Blobs:
         the request that proved it present at its key was *sent*. Asks first (one HEAD)
         and uploads only if the blob is missing: the bytes of a conditional PUT would
         travel even when it is answered 412. ``ask_first=False``: the caller just saw a 404.
+        ``uploaded`` is called with ``len(data)`` if this call's PUT created the blob.
         """
         key = self.key(algorithm, digest)
 
@@ -52,6 +58,8 @@ class Blobs:
             result = await self.objects.put(key, data, if_absent=True)
             if not result.created:
                 log.debug("blob %s was stored concurrently by another writer", key)
+            elif uploaded is not None:
+                uploaded(len(data))
             return sent
 
         return self.objects.submit(f"uploading blob {digest}", work)

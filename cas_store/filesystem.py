@@ -19,6 +19,7 @@ from cas_store.layout import PROTOCOL, Root, split_path
 from cas_store.locator import StoreLocator
 from cas_store.manifest import Record
 from cas_store.store import Store
+from cas_store.writer import WriteObserver
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
         )
         self.root = Root.parse(root) if root else None
         self.stores = StoreLocator(self.config, self.s3.bucket, self.cache, self.root)
+        #: Called with a :class:`~cas_store.writer.WriteReport` after each write through this
+        #: file system is published (its size, and the bytes it added to the bucket); it must
+        #: not raise. The ZenML flavor logs one line per file from it.
+        self.on_written: WriteObserver | None = None
 
     # -- paths -------------------------------------------------------------------------
 
@@ -211,7 +216,7 @@ class CASFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 raise NotImplementedError(
                     "cas_store publishes on close(); fsspec transactions are not supported"
                 )
-            return store.open_write(rel, display, exclusive=mode == "xb")
+            return store.open_write(rel, display, exclusive=mode == "xb", on_written=self.on_written)
         raise ValueError(
             f"mode {mode!r} is not supported: files are immutable content; use 'rb', 'wb' or "
             "'xb' (text modes 'r', 'w' and 'x' work too)"

@@ -529,15 +529,23 @@ class Store:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def open_write(self, rel: str, display_path: str, *, exclusive: bool = False) -> WriteFile:
-        """A file that publishes ``rel`` when closed (see :mod:`cas_store.writer`).
+    def open_write(
+        self,
+        rel: str,
+        display_path: str,
+        *,
+        exclusive: bool = False,
+        on_written: writer.WriteObserver | None = None,
+    ) -> WriteFile:
+        """A file that publishes ``rel`` when closed (see :mod:`cas_store.writer`), then
+        hands ``on_written`` a :class:`~cas_store.writer.WriteReport`.
 
         With ``exclusive``, ``rel`` must not exist: checked now, and again by a conditional
         PUT of the entry at close (race-free where the server honours ``If-None-Match``).
         """
         if exclusive and self.resolve(rel) is not None:
             raise FileExistsError(f"{self.where(rel)} exists")
-        return writer.open_write(self, rel, display_path, exclusive=exclusive)
+        return writer.open_write(self, rel, display_path, exclusive=exclusive, on_written=on_written)
 
     def publish(self, rel: str, entry: Entry, *, exclusive: bool = False) -> Record:
         """Make ``rel`` hold ``entry``. The caller guarantees its blobs are durable and, on a

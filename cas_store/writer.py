@@ -9,9 +9,11 @@ Each proof is stamped with the time its request was *sent* (gc-protocol.md, rule
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import math
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cas_store.backend.base import gather_limited
@@ -33,6 +35,28 @@ log = logging.getLogger(__name__)
 #: flight as before, and content-defined chunks (about 2 MiB) twice as many, in about the
 #: memory of fixed 4 MiB ones.
 UPLOAD_PART = 4 * 2**20
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteReport:
+    """What one published write cost the bucket, handed to a write observer
+    (:attr:`cas_store.CASFileSystem.on_written`) once the file's entry is published."""
+
+    #: The file's URL.
+    path: str
+    #: Its size in bytes (what a reader gets back).
+    size: int
+    #: Bytes this write added to the bucket: the chunks it uploaded (chunks the bucket
+    #: already held, or another writer stored first, cost nothing) and, for a small file
+    #: kept inside its entry, those bytes. The entry's own few hundred bytes are not counted.
+    added: int
+    #: The file is small enough to live inside its entry (``inline_threshold``): such
+    #: files are stored whole each time, never deduplicated.
+    inline: bool = False
+
+
+#: Receives a :class:`WriteReport` after each published write; must not raise.
+WriteObserver = Callable[[WriteReport], None]
 
 
 class ByteBudget:
@@ -66,7 +90,14 @@ class FileWriter:
     """
 
     def __init__(
-        self, store: Store, rel: str, display_path: str, algorithm: str, exclusive: bool, avg_chunk: int
+        self,
+        store: Store,
+        rel: str,
+        display_path: str,
+        algorithm: str,
+        exclusive: bool,
+        avg_chunk: int,
+        on_written: WriteObserver | None = None,
     ) -> None:
         self._store = store
         self._exclusive = exclusive
@@ -79,6 +110,9 @@ class FileWriter:
         #: send time of the HEAD or PUT that proved it.
         self.proofs: dict[str, float] = {}
         self._seen: set[str] = set()  # a file may repeat a chunk: store it once
+        self._on_written = on_written
+        self._uploaded = 0  # bytes of the chunks this file's PUTs created
+        self._uploaded_lock = threading.Lock()
 
     def add(self, chunk: memoryview, digest: str, hashed: bool = True) -> None:
         if digest in self._seen:
@@ -106,12 +140,18 @@ class FileWriter:
         try:
             # In a store this process just created, nobody else is likely to have put the blob:
             # no HEAD first (the conditional PUT settles a concurrent writer; Store.is_new).
-            future = store.blobs.store(algorithm, digest, bytes(chunk), ask_first=not store.is_new)
+            future = store.blobs.store(
+                algorithm, digest, bytes(chunk), ask_first=not store.is_new, uploaded=self._count_upload
+            )
         except BaseException:
             self._budget.release(size)
             raise
         future.add_done_callback(lambda _: self._budget.release(size))
         self._pending.append((digest, key, future))
+
+    def _count_upload(self, n: int) -> None:
+        with self._uploaded_lock:
+            self._uploaded += n
 
     def _raise_failed(self) -> None:
         """Surface a failed upload at the next write rather than only at close()."""
@@ -142,6 +182,14 @@ class FileWriter:
             entry = Entry(size, self._algorithm, digest, chunks=tuple(chunks))
         entry.validate(self._display)  # never publish an entry a reader would reject
         publish(self._store, self._rel, entry, self.proofs, exclusive=self._exclusive)
+        if self._on_written is not None:
+            report = WriteReport(
+                self._display, size, self._uploaded + len(inline or b""), inline=inline is not None
+            )
+            try:
+                self._on_written(report)
+            except Exception:  # the write is published: an observer must not fail it
+                log.warning("the write observer failed on %s", self._display, exc_info=True)
 
     def abort(self) -> None:
         """Stop waiting: uploads still running may finish (an unreferenced blob is harmless)."""
@@ -250,15 +298,24 @@ def _cached_bytes(store: Store, algorithm: str, digest: str) -> bytes | None:
     return data
 
 
-def open_write(store: Store, rel: str, display_path: str, exclusive: bool = False) -> WriteFile:
-    """A :class:`WriteFile` that publishes ``rel`` in ``store`` on close."""
+def open_write(
+    store: Store,
+    rel: str,
+    display_path: str,
+    exclusive: bool = False,
+    on_written: WriteObserver | None = None,
+) -> WriteFile:
+    """A :class:`WriteFile` that publishes ``rel`` in ``store`` on close, then tells
+    ``on_written`` what the write added to the bucket."""
     store.root.manifest_key(rel)  # validates the path before any byte is written
     if store.objects.is_offline():
         raise store.objects.offline_error(f"writing {display_path}")
     marker = store.marker(create=True)
     assert marker is not None
     chunker = store.chunker()
-    writer = FileWriter(store, rel, display_path, marker.hash_algorithm, exclusive, chunker.avg_size)
+    writer = FileWriter(
+        store, rel, display_path, marker.hash_algorithm, exclusive, chunker.avg_size, on_written
+    )
     runs = ChunkRuns(store.cache.mirror, marker.hash_algorithm, marker.chunker_spec)
     return WriteFile(
         display_path, marker.hash_algorithm, chunker, store.config.inline_threshold, writer, runs

@@ -49,6 +49,8 @@ from cas_store.errors import (
 )
 from cas_store.filesystem import CASFileSystem
 from cas_store.layout import Root
+from cas_store.sizes import format_size
+from cas_store.writer import WriteReport
 from cas_store.zenml_scheme import SCHEME, register_scheme
 
 __all__ = [
@@ -59,6 +61,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+#: The per-file savings lines (``log_writes``), at INFO: ZenML shows INFO in step logs.
+write_log = logging.getLogger(f"{__name__}.writes")
 
 #: cas_store's failures whose message says what the user must do: ZenML logs a failed step
 #: with its traceback, and pages of traceback (aiohttp, botocore, ZenML) would bury that line.
@@ -274,6 +278,12 @@ class S3CASArtifactStoreConfig(BaseArtifactStoreConfig, AuthenticationConfigMixi
         "(another machine's overwrite or delete of the same path shows after at most this long).",
     )
 
+    log_writes: bool = Field(
+        default=True,
+        description="Log one line per file a step writes: its size and the bytes it added to the "
+        "bucket (what was already stored cost nothing), in the step's logs.",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _derive_bucket(cls, data: Any) -> Any:
@@ -406,7 +416,35 @@ class S3CASArtifactStore(BaseArtifactStore, AuthenticationMixin):
             if self._filesystem is not None and not self.connector_has_expired():
                 return self._filesystem
             self._filesystem = CASFileSystem(**self._build_filesystem_kwargs())
+            if self.config.log_writes:
+                self._filesystem.on_written = self._log_write
             return self._filesystem
+
+    def _log_write(self, report: WriteReport) -> None:
+        """One line in the step's logs per file written: what deduplication saved."""
+        root = self.config.path.rstrip("/")
+        rel = report.path[len(root) + 1 :] if report.path.startswith(root + "/") else report.path
+        # ZenML stores step logs in the artifact store, under logs/: a line per log file
+        # would itself be logged, and stored, again.
+        if rel.startswith("logs/"):
+            return
+        if report.size == 0:
+            saved = ""
+        elif report.inline:
+            saved = " (a small file: stored whole each time)"
+        elif report.added == 0:
+            saved = " (all of it was stored already)"
+        elif report.added >= report.size:
+            saved = " (new content)"
+        else:
+            saved = f" ({1 - report.added / report.size:.0%} of it was stored already)"
+        write_log.info(
+            "cas_store: %s: %s written, %s added to the bucket%s",
+            rel,
+            format_size(report.size),
+            format_size(report.added),
+            saved,
+        )
 
     def cleanup(self) -> None:
         """Release the S3 connections and the cache's database handles.

@@ -17,6 +17,7 @@ from cas_store.errors import CASStoreError
 from cas_store.maintenance import Progress
 from cas_store.maintenance.lifecycle import NEW_CHUNKER_DEFAULTS, new_chunker
 from cas_store.safety import check_grace
+from cas_store.sizes import format_size
 
 _UNITS = {
     "": 1,
@@ -182,18 +183,6 @@ class ChunkerType(_ChunkerParam):
             self.fail(str(exc), param, ctx)
         except ImportError as exc:  # not a usage error: this machine cannot cut that way
             raise CASStoreError(f"cannot create a store with the chunker {value!r}: {exc}") from exc
-
-
-def format_size(n: int) -> str:
-    """``512 B``, ``1.5 KiB``, ``3.0 MiB``: binary units, one decimal."""
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
-        value /= 1024
-        if value < 1024 or unit == "PiB":
-            break
-    return f"{value:.1f} {unit}"
 
 
 def with_bytes(n: int) -> str:

@@ -178,6 +178,24 @@ def test_artifacts_load_back_equal_from_the_local_cache(e2e: E2E) -> None:
     assert log.count("GET", bucket=e2e.bucket, key_prefix=f"{PREFIX}/blobs/") == 0
 
 
+def test_step_logs_show_what_each_output_added_to_the_bucket(e2e: E2E) -> None:
+    """log_writes: one line per file in the step's logs; run 2's outputs added nothing."""
+    result = e2e.load("load-savings", e2e.writer_cache)
+    first, second = (result["savings"][run["run_id"]] for run in e2e.runs)
+    large = [m for m in first if "/large/" in m]
+    assert len(large) == 1, first
+    assert re.search(r": 64\.0 MiB written, 64\.0 MiB added to the bucket \(new content\)$", large[0]), large
+    for name in OUTPUTS:
+        lines = [m for m in second if f"/{name}/" in m]
+        assert lines, (name, second)
+        for line in lines:
+            assert re.search(r" written, (0 B|\d+ B) added to the bucket", line), line
+    # The large output of run 2 is the same content: it cost the bucket nothing.
+    unchanged = "0 B added to the bucket (all of it was stored already)"
+    assert any("/large/" in m and m.endswith(unchanged) for m in second), second
+    assert not any(m.startswith("cas_store: logs/") for m in first + second)  # ZenML's own log files
+
+
 def test_fresh_cache_refetches_then_serves_offline(e2e: E2E) -> None:
     fresh = e2e.base / "fresh-cache"
     with e2e.server.record() as log:

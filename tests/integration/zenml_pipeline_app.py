@@ -86,7 +86,7 @@ def load(out: Path, run_files: list[Path]) -> None:
     frame, matrix, summary, large = make_outputs()
     client = Client()
     store = client.active_stack.artifact_store
-    result: dict[str, Any] = {"equal": {}, "logs": {}}
+    result: dict[str, Any] = {"equal": {}, "logs": {}, "savings": {}}
     start = time.perf_counter()
     for run_file in run_files:
         record = json.loads(run_file.read_text())
@@ -108,6 +108,7 @@ def load(out: Path, run_files: list[Path]) -> None:
             for entry in fetch_log_records(store, logs.uri, 10_000)
         ]
         result["logs"][run_id] = any(LOG_MARKER in m for m in messages)
+        result["savings"][run_id] = [m for m in messages if m.startswith("cas_store: ")]  # log_writes
     result["seconds"] = time.perf_counter() - start
     out.write_text(json.dumps(result, indent=1))
 
