@@ -24,12 +24,12 @@ from cas_store.cli._output import (
     SizeType,
     emit_json,
     format_duration,
-    format_size,
     progress_bars,
     table,
     with_bytes,
 )
 from cas_store.errors import CASStoreError
+from cas_store.sizes import format_size
 
 if TYPE_CHECKING:
     from cas_store.cache import LocalCache

@@ -18,8 +18,9 @@ from click.testing import CliRunner, Result
 
 from cas_store import CASFileSystem
 from cas_store.cli import main
-from cas_store.cli._output import format_size, parse_size
+from cas_store.cli._output import parse_size
 from cas_store.config import MiB
+from cas_store.sizes import format_size
 from tests.support.clients import boto3_client, make_bucket
 from tests.support.moto import MotoServer
 

@@ -26,13 +26,14 @@ from cas_store import CASFileSystem
 from cas_store.backend.base import PutResult
 from cas_store.chunking import FASTCDC_DEFAULTS, ChunkerSpec
 from cas_store.cli import main
-from cas_store.cli._output import format_size, parse_chunker
+from cas_store.cli._output import parse_chunker
 from cas_store.config import KiB, MiB
 from cas_store.errors import IncompatibleStoreError
 from cas_store.format import Marker
 from cas_store.maintenance import collect, init_store
 from cas_store.maintenance.lifecycle import new_chunker
 from cas_store.safety import GCDurations
+from cas_store.sizes import format_size
 from tests.integration.conftest import FSFactory
 from tests.support.moto import MotoServer
 
