@@ -1,4 +1,4 @@
-"""cas_store demo: a ZenML pipeline on an ``s3cas`` stack, run twice, then a short report.
+"""cas_store demo: a ZenML pipeline on an ``s3cas`` stack, run twice, explained as it goes.
 
     python -m demo.run_demo [--embedding-mib 48] [--keep]    # from the repository root
 
@@ -10,39 +10,41 @@ What it does, all on this machine:
    are never read or written) and registers the ``s3cas`` flavor, a ZenML secret with the
    S3 keys, an ``s3cas`` artifact store and a stack;
 3. runs the pipeline of demo_pipeline.py twice with ZenML step caching off, as re-runs on
-   unchanged data do: every output is written again, to new paths;
-4. prints logical bytes written vs bytes stored, the dedup ratio, local cache hits and
-   both run times.
+   unchanged data do: every step runs and every output is written again, to new paths;
+4. shows, per output of each run, its size and what it added to the bucket; a load of the
+   largest output from an empty local cache (from S3) next to the same load from the
+   cache; and ``cas-store stats`` and a ``cas-store gc`` dry run on the store.
 
 Nothing keeps running afterwards (the S3 server is a thread of this process and is
 stopped), and the temporary directory is removed unless ``--keep`` is given.
 """
 
+from __future__ import annotations
+
 import argparse
 import contextlib
-import dataclasses
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from cas_store.sizes import format_size
+
+if TYPE_CHECKING:
+    from cas_store.maintenance import RunUsage
 
 LOOPBACK = "127.0.0.1"
 BUCKET = "cas-demo"
 PREFIX = "zenml"
 ACCESS_KEY = "cas-demo-key"
 SECRET_KEY = "cas-demo-secret"
-
-
-@dataclasses.dataclass
-class RunStats:
-    seconds: float
-    status: str
-    logical: int  # bytes of the files the run wrote, as ZenML sees them
-    new_blob_bytes: int  # content the bucket did not hold before the run
+STORE_NAME = "cas_demo_store"
 
 
 def isolate_environment(base: Path) -> None:
@@ -97,29 +99,6 @@ def s3_client(endpoint: str) -> Any:
     )
 
 
-def bucket_usage(client: Any, prefix: str) -> tuple[int, int]:
-    """(objects, bytes) under ``prefix``."""
-    count = size = 0
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            count += 1
-            size += obj["Size"]
-    return count, size
-
-
-def logical_bytes(fs: Any, root: str) -> int:
-    """Total size of every file in the store, as ZenML sees it."""
-    return sum(info["size"] for info in fs.find(root, detail=True).values())
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
 def register_stack(endpoint: str, cache_dir: Path) -> str:
     """Flavor, secret, artifact store and stack, as docs/zenml.md describes (Python API)."""
     from zenml.client import Client
@@ -141,7 +120,7 @@ def register_stack(endpoint: str, cache_dir: Path) -> str:
         "cache_dir": str(cache_dir),
     }
     client.create_stack_component(
-        name="cas_demo_store",
+        name=STORE_NAME,
         flavor="s3cas",
         component_type=StackComponentType.ARTIFACT_STORE,
         configuration=configuration,
@@ -149,7 +128,7 @@ def register_stack(endpoint: str, cache_dir: Path) -> str:
     client.create_stack(
         name="cas_demo",
         components={
-            StackComponentType.ARTIFACT_STORE: "cas_demo_store",
+            StackComponentType.ARTIFACT_STORE: STORE_NAME,
             StackComponentType.ORCHESTRATOR: "default",
         },
     )
@@ -157,35 +136,71 @@ def register_stack(endpoint: str, cache_dir: Path) -> str:
     return root
 
 
-def enable_cache_statistics(cache_dir: Path) -> Any:
-    """Count hits and misses of the blob cache (diskcache keeps the counters in its database)."""
-    import diskcache
-
-    cache = diskcache.Cache(str(cache_dir / "blobs"))
-    cache.stats(enable=True, reset=True)
-    return cache
+def say(text: str) -> None:
+    """Print an indented triple-quoted block as it reads in the source, after a blank line."""
+    print("\n" + textwrap.dedent(text).strip("\n"), flush=True)
 
 
-def print_report(
-    runs: list[RunStats], stored: int, objects: int, hits: int, misses: int, loaded: dict[str, Any]
-) -> None:
-    written = sum(r.logical for r in runs)
-    first, second = runs
-    read_back = ", ".join(f"{name} ({type(value).__name__})" for name, value in loaded.items())
-    print()
-    print("cas_store demo report")
-    print("=====================")
-    print(f"{'':28}{'run 1':>14}{'run 2':>14}")
-    print(f"{'pipeline status':28}{first.status:>14}{second.status:>14}")
-    print(f"{'wall time':28}{first.seconds:>12.1f} s{second.seconds:>12.1f} s")
-    print(f"{'logical bytes written':28}{human(first.logical):>14}{human(second.logical):>14}")
-    print(f"{'new content uploaded':28}{human(first.new_blob_bytes):>14}{human(second.new_blob_bytes):>14}")
-    print()
-    print(f"logical bytes written (2 runs)  {human(written)}")
-    print(f"bytes stored in the bucket      {human(stored)} in {objects} objects (blobs + manifest)")
-    print(f"dedup ratio                     {written / stored:.2f}x")
-    print(f"local cache                     {hits + misses} blob reads: {hits} hits, {misses} downloads")
-    print(f"outputs read back               {read_back}")
+def seconds(start: float) -> float:
+    return time.perf_counter() - start
+
+
+def run_pipeline(number: int, embedding_mib: int) -> tuple[str, float]:
+    """Run the pipeline once; (run id, wall time). Raises if the run did not complete."""
+    from demo.demo_pipeline import demo_pipeline
+
+    print(f"run {number} ... ", end="", flush=True)
+    start = time.perf_counter()
+    run = demo_pipeline(embedding_mib=embedding_mib)
+    took = seconds(start)
+    assert run is not None
+    status = str(run.status)
+    print(f"{status} in {took:.1f} s", flush=True)
+    if status != "completed":
+        raise SystemExit(f"run {number} ended {status}: see ZenML's log above")
+    return str(run.id), took
+
+
+def output_table(usages: list[RunUsage]) -> None:
+    """Per output: its size, and what each run added to the bucket for it."""
+    first = usages[0]
+    header = ["output", "step", "size", *(f"run {n} added" for n in range(1, len(usages) + 1))]
+    rows = [header]
+    by_output = [{(a.step, a.name): a for a in u.artifacts} for u in usages]
+    for artifact in sorted(first.artifacts, key=lambda a: -a.logical_bytes):
+        added = [format_size(outputs[artifact.step, artifact.name].added_bytes) for outputs in by_output]
+        rows.append([artifact.name, artifact.step, format_size(artifact.logical_bytes), *added])
+    rows.append(
+        ["total", "", format_size(first.logical_bytes), *(format_size(u.added_bytes) for u in usages)]
+    )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for row in rows:
+        left = "  ".join(c.ljust(w) for c, w in zip(row[:2], widths, strict=False))
+        right = "  ".join(c.rjust(w) for c, w in zip(row[2:], widths[2:], strict=True))
+        print(f"  {left}  {right}")
+
+
+def timed_load(artifact_id: str) -> float:
+    from zenml.client import Client
+
+    start = time.perf_counter()
+    Client().get_artifact_version(artifact_id).load()
+    return seconds(start)
+
+
+def cas_store_command(*args: str, note: str = "") -> int:
+    """Run the cas-store command as a user would type it, and show its output."""
+    print(f"\n$ cas-store {' '.join(args)}" + (f"    # {note}" if note else ""), flush=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "cas_store.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    for line in (result.stdout + result.stderr).rstrip().splitlines():
+        print(f"  {line}")
+    return result.returncode
 
 
 def main() -> int:
@@ -197,56 +212,91 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="cas-store-demo-"))
     workdir = base / "work"  # a fresh working directory: no stray .zen/ can change the stack
     workdir.mkdir()
-    cache_dir = base / "cache"
     isolate_environment(base)
     old_cwd = os.getcwd()
     os.chdir(workdir)
+    ok = False
     try:
         with s3_server() as endpoint:
-            print(f"S3 (moto) on {endpoint}; ZenML config and cache in {base}")
-            client = s3_client(endpoint)
-            client.create_bucket(Bucket=BUCKET)
-
+            s3_client(endpoint).create_bucket(Bucket=BUCKET)
             from zenml.client import Client
 
+            from cas_store.maintenance import run_usage, zenml_run
             from cas_store.zenml import S3CASArtifactStore
-            from demo.demo_pipeline import demo_pipeline
 
-            root = register_stack(endpoint, cache_dir)
-            print(f"stack 'cas_demo': artifact store s3cas -> {root}\n")
-            stats_cache = enable_cache_statistics(cache_dir)
+            root = register_stack(endpoint, base / "cache")
+            say(
+                f"""
+                cas_store demo
+                ==============
+                An S3 server runs on this machine ({endpoint}, moto); ZenML's configuration
+                and cas_store's local cache are in {base}.
+                The ZenML stack 'cas_demo' has an artifact store of flavor s3cas at {root}.
+
+                The pipeline (demo/demo_pipeline.py) makes a feature table, a {args.embedding_mib} MiB
+                embedding matrix and a few statistics, then trains on them. It runs twice.
+                ZenML step caching is off for it (@pipeline(enable_cache=False)), as for any
+                pipeline whose inputs may have changed: so run 2 executes every step again and
+                writes every output again, to new paths, although the data did not change. A
+                plain S3 artifact store would keep a second full copy; cas_store stores each
+                distinct content once, so run 2 adds next to nothing to the bucket.
+                """
+            )
+            print(flush=True)
+            run_ids = [run_pipeline(n, args.embedding_mib)[0] for n in (1, 2)]
+
             store = Client().active_stack.artifact_store
             assert isinstance(store, S3CASArtifactStore)
-            fs = store.filesystem
+            usages = [run_usage(store.filesystem.store(), zenml_run(run_id)) for run_id in run_ids]
+            say(
+                """
+                What each output added to the bucket
+                ------------------------------------"""
+            )
+            output_table(usages)
+            wrote, added = format_size(usages[1].logical_bytes), format_size(usages[1].added_bytes)
+            say(
+                f"""
+                Run 2 wrote {wrote} and added {added} to the bucket: only its small files
+                (up to 16 KiB each, which are stored whole every time). The same shows per file in
+                each step's logs ("... written, 0 B added to the bucket"), and
+                `cas-store --zenml-store {STORE_NAME} stats --zenml-run RUN` prints this table
+                for any run.
+                """
+            )
 
-            runs: list[RunStats] = []
-            run_ids = []
-            for n in (1, 2):
-                blobs_before = bucket_usage(client, f"{PREFIX}/blobs/")
-                logical_before = logical_bytes(fs, root)
-                print(f"run {n} ...", flush=True)
-                start = time.perf_counter()
-                run = demo_pipeline(embedding_mib=args.embedding_mib)
-                seconds = time.perf_counter() - start
-                assert run is not None
-                run_ids.append(run.id)
-                runs.append(
-                    RunStats(
-                        seconds=seconds,
-                        status=str(run.status),
-                        logical=logical_bytes(fs, root) - logical_before,
-                        new_blob_bytes=bucket_usage(client, f"{PREFIX}/blobs/")[1] - blobs_before[1],
-                    )
-                )
-            # Read the last run's outputs back, as a notebook or the next pipeline would.
-            outputs = Client().get_pipeline_run(run_ids[-1]).steps["make_dataset"].outputs
-            loaded = {name: versions[0].load() for name, versions in outputs.items()}
-            hits, misses = stats_cache.stats()
-            stats_cache.close()
+            largest = max(usages[1].artifacts, key=lambda a: a.logical_bytes)
+            size = format_size(largest.logical_bytes)
+            title = f"Loading '{largest.name}' ({size}) of run 2, as a notebook would"
+            say(f"{title}\n{'-' * len(title)}")
+            cas_store_command("--zenml-store", STORE_NAME, "cache", "clear", note="empty the local cache")
+            cold = timed_load(largest.id)
+            warm = timed_load(largest.id)
+            print(f"\n  load with an empty local cache (from S3)  {cold:6.2f} s")
+            faster = f"{cold / warm:.0f}x faster, and works offline"
+            print(f"  load again (from the local cache)         {warm:6.2f} s   {faster}")
 
-            objects, stored = bucket_usage(client, f"{PREFIX}/")
-            print_report(runs, stored, objects, hits, misses, loaded)
-            ok = runs[1].new_blob_bytes == 0 and all(r.status == "completed" for r in runs)
+            say(
+                """
+                The store, as the cas-store command sees it
+                -------------------------------------------"""
+            )
+            stats_rc = cas_store_command("--zenml-store", STORE_NAME, "stats")
+            say(
+                """
+                  ('logical' is what the files add up to, 'stored' what the bucket holds; a blob
+                  is one stored piece of file content, shared by every file that contains it.)"""
+            )
+            gc_rc = cas_store_command(
+                "--zenml-store", STORE_NAME, "gc", root, note="a dry run: nothing is deleted without --yes"
+            )
+            say(
+                """
+                  Nothing to free: every stored piece belongs to a file of run 1 or run 2. Once old
+                  artifacts are deleted, `cas-store gc ROOT --yes` reclaims what no file uses any
+                  more, safely while pipelines keep writing (docs/gc.md)."""
+            )
+            ok = usages[1].added_blobs == 0 and stats_rc == 0 and gc_rc == 0
     finally:
         os.chdir(old_cwd)
         if args.keep:
