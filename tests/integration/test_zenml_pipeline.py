@@ -259,3 +259,34 @@ def test_pipeline_run_offline_fails_with_one_clear_line(e2e: E2E) -> None:
     assert "retry once the server is back" in failed[0]
     assert "Traceback" not in step_log, step_log[-3000:]
     assert "aiohttp" not in step_log and "botocore" not in step_log
+
+
+def test_a_store_on_a_missing_bucket_fails_at_first_use_naming_the_bucket(e2e: E2E) -> None:
+    """Registration cannot check the bucket (the registering machine may have no access);
+    the first run says which bucket is missing, in one line."""
+    missing = f"missing-{uuid.uuid4().hex[:10]}"
+    e2e.zenml(
+        "artifact-store", "register", "missing_store", "--flavor=s3cas", f"--path=s3cas://{missing}/zenml",
+        "--authentication_secret=cas-e2e-aws",
+        f"--client_kwargs={json.dumps({'endpoint_url': e2e.server.endpoint_url})}",
+    )  # fmt: skip
+    e2e.zenml("stack", "register", "missing_stack", "-a", "missing_store", "-o", "default", "--set")
+    try:
+        result = subprocess.run(
+            [sys.executable, str(e2e.workdir / APP.name), "run", str(e2e.base / "run-missing.json")],
+            cwd=e2e.workdir,
+            env=e2e.env(e2e.base / "missing-cache"),
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+    finally:
+        e2e.zenml("stack", "set", "cas_stack")
+    assert result.returncode != 0
+    step_log = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
+    failed = [line for line in step_log.splitlines() if "Failed to run step" in line]
+    assert len(failed) == 1, step_log[-3000:]
+    assert f"bucket {missing!r} does not exist" in failed[0], failed[0]
+    assert "create it" in failed[0]
+    assert "Traceback" not in step_log, step_log[-3000:]
