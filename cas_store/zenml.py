@@ -73,12 +73,14 @@ ONE_LINE_ERRORS: tuple[type[BaseException], ...] = (
     IncompatibleStoreError,
     InvalidPathError,
 )
-#: The ZenML loggers that log a failed step (or its logs' upload) with ``logger.exception``.
+#: The ZenML loggers that log a failed step (or its logs' upload, or a dashboard read) with
+#: ``logger.exception``.
 STEP_FAILURE_LOGGERS = (
     "zenml.orchestrators.local.local_orchestrator",
     "zenml.orchestrators.step_launcher",
     "zenml.orchestrators.step_runner",
     "zenml.log_stores.artifact.artifact_log_exporter",  # step logs that cannot be stored
+    "zenml.zen_server.utils",  # the server's "API error" log, e.g. a visualization read with S3 down
 )
 
 
