@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -224,9 +225,9 @@ def wheel_e2e(
     except RuntimeError as exc:
         pytest.fail(str(exc), pytrace=False)
     seconds["build"] = time.perf_counter() - start
-    venv = create_venv(
-        base / "venv", f"{wheel}[zenml]", base / "src" / "constraints.txt", cwd=base / "elsewhere"
-    )
+    # The pins of the tox environment that runs the test (tox -e zenml-lowest: the lowest ZenML).
+    constraints = Path(os.environ.get("PIP_CONSTRAINT") or base / "src" / "constraints.txt")
+    venv = create_venv(base / "venv", f"{wheel}[zenml]", constraints, cwd=base / "elsewhere")
     seconds.update(venv.seconds)
 
     bucket = f"wheel-{uuid.uuid4().hex[:10]}"

@@ -62,8 +62,9 @@ def isolate_zenml() -> str:
             raise RuntimeError("tests.support.zenml.isolate_zenml() must run before zenml is imported")
         config_dir = tempfile.mkdtemp(prefix="cas-zenml-tests-")
         atexit.register(shutil.rmtree, config_dir, True)
+        isolated = zenml_environ(config_dir, dict(os.environ))
         os.environ.clear()
-        os.environ.update(zenml_environ(config_dir, dict(os.environ)))
+        os.environ.update(isolated)
         _isolated_config_dir.append(config_dir)
     return _isolated_config_dir[0]
 
