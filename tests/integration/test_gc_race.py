@@ -106,7 +106,9 @@ def test_collections_racing_writer_processes_lose_nothing(
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("step", ["p1:copied", "p1:moved", "p2:restored", "p2:purged"])
+# p1:copied and p2:restored crash in process in test_gc_protocol.py (test_f), and every step
+# is killed, among writers, by the test after this one: here the two steps left, alone.
+@pytest.mark.parametrize("step", ["p1:moved", "p2:purged"])
 def test_collector_process_killed_at_a_step_then_rerun(
     moto: MotoServer, make_fs: FSFactory, root: str, tmp_path: Path, step: str, s3client: Any, bucket: str
 ) -> None:
