@@ -39,10 +39,10 @@ def _root(output: str) -> str:
 def test_python_c_outside_a_repository_loads_the_active_stack(tmp_path: Path) -> None:
     work = tmp_path / "anywhere"
     work.mkdir()
-    code = "from zenml.client import Client; print('STACK', Client().active_stack.orchestrator.flavor)"
-    out = _python(["-c", code], work, tmp_path / "config")
+    code = "from zenml.client import Client; print('STACK', Client().active_stack.orchestrator.flavor); "
+    out = _python(["-c", code + PRINT_ROOT], work, tmp_path / "config")
     assert "STACK local" in out
-    assert _root(_python(["-c", PRINT_ROOT], work, tmp_path / "config")) == str(work)
+    assert _root(out) == str(work)
 
 
 def test_a_repository_a_script_and_a_custom_root_still_decide(tmp_path: Path) -> None:
