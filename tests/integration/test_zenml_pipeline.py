@@ -236,25 +236,30 @@ def test_registration_commands_work_as_documented(e2e: E2E) -> None:
     assert e2e.bucket in described
 
 
+def _failing_run(e2e: E2E, name: str) -> tuple[str, list[str]]:
+    """Run the pipeline, which must fail: ZenML's log of the run (the script's own uncaught
+    error, ZenML's RuntimeError, is on stderr) and its "Failed to run step" lines."""
+    result = subprocess.run(
+        [sys.executable, str(e2e.workdir / APP.name), "run", str(e2e.base / f"run-{name}.json")],
+        cwd=e2e.workdir,
+        env=e2e.env(e2e.base / f"{name}-cache"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode != 0
+    step_log = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
+    return step_log, [line for line in step_log.splitlines() if "Failed to run step" in line]
+
+
 def test_pipeline_run_offline_fails_with_one_clear_line(e2e: E2E) -> None:
     """S3 unreachable: the run fails with one line that says so, not pages of traceback."""
     e2e.server.stop()
     try:
-        result = subprocess.run(
-            [sys.executable, str(e2e.workdir / APP.name), "run", str(e2e.base / "run-offline.json")],
-            cwd=e2e.workdir,
-            env=e2e.env(e2e.base / "offline-cache"),
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
+        step_log, failed = _failing_run(e2e, "offline")
     finally:
         e2e.server.restart()
-    assert result.returncode != 0
-    # ZenML's log of the run (the script's own uncaught error, ZenML's RuntimeError, is on stderr).
-    step_log = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
-    failed = [line for line in step_log.splitlines() if "Failed to run step" in line]
     assert len(failed) == 1 and "is unreachable" in failed[0], step_log[-3000:]
     assert "retry once the server is back" in failed[0]
     assert "Traceback" not in step_log, step_log[-3000:]
@@ -272,20 +277,9 @@ def test_a_store_on_a_missing_bucket_fails_at_first_use_naming_the_bucket(e2e: E
     )  # fmt: skip
     e2e.zenml("stack", "register", "missing_stack", "-a", "missing_store", "-o", "default", "--set")
     try:
-        result = subprocess.run(
-            [sys.executable, str(e2e.workdir / APP.name), "run", str(e2e.base / "run-missing.json")],
-            cwd=e2e.workdir,
-            env=e2e.env(e2e.base / "missing-cache"),
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
+        step_log, failed = _failing_run(e2e, "missing")
     finally:
         e2e.zenml("stack", "set", "cas_stack")
-    assert result.returncode != 0
-    step_log = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
-    failed = [line for line in step_log.splitlines() if "Failed to run step" in line]
     assert len(failed) == 1, step_log[-3000:]
     assert f"bucket {missing!r} does not exist" in failed[0], failed[0]
     assert "create it" in failed[0]
