@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -10,6 +11,15 @@ from cas_store.backend.base import ObjectStore, Sink, gather_limited, list_all
 from cas_store.layout import Root
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Proof:
+    """That a blob is in the bucket: when the request that proved it was *sent* (rule W1),
+    and the length of its object if the answer told it (raw or compressed, docs/format.md 4.1)."""
+
+    at: float
+    stored: int | None = None
 
 
 class Blobs:
@@ -39,28 +49,34 @@ class Blobs:
         data: bytes,
         ask_first: bool = True,
         uploaded: Callable[[int], None] | None = None,
-    ) -> concurrent.futures.Future[float]:
-        """Start making ``data`` (whose hash is ``digest``) durable as a blob; don't wait.
+    ) -> concurrent.futures.Future[Proof]:
+        """Start making ``data`` durable as the blob of the chunk whose hash is ``digest``;
+        don't wait. ``data`` is what to store: the chunk, or its encoded form.
 
-        The future's result is the proof time of the blob (docs/gc.md, rule W1): when
-        the request that proved it present at its key was *sent*. Asks first (one HEAD)
-        and uploads only if the blob is missing: the bytes of a conditional PUT would
-        travel even when it is answered 412. ``ask_first=False``: the caller just saw a 404.
-        ``uploaded`` is called with ``len(data)`` if this call's PUT created the blob.
+        The future's result is the blob's :class:`Proof` (docs/gc.md, rule W1): when the
+        request that proved it present at its key was *sent*, and its object's length. Asks
+        first (one HEAD) and uploads only if the blob is missing: the bytes of a conditional
+        PUT would travel even when it is answered 412. ``ask_first=False``: the caller just
+        saw a 404. ``uploaded`` is called with ``len(data)`` if this call's PUT created the blob.
         """
         key = self.key(algorithm, digest)
 
-        async def work() -> float:
+        async def work() -> Proof:
             sent = self.clock()
-            if ask_first and await self.objects.head(key) is not None:
-                return sent
+            if ask_first:
+                found = await self.objects.head(key)
+                if found is not None:
+                    return Proof(sent, found.size)
             sent = self.clock()
             result = await self.objects.put(key, data, if_absent=True)
-            if not result.created:
-                log.debug("blob %s was stored concurrently by another writer", key)
-            elif uploaded is not None:
-                uploaded(len(data))
-            return sent
+            if result.created:
+                if uploaded is not None:
+                    uploaded(len(data))
+                return Proof(sent, len(data))
+            log.debug("blob %s was stored concurrently by another writer", key)
+            # Its bytes may be encoded otherwise than ours: ask how long the object is.
+            found = await self.objects.head(key)
+            return Proof(sent, None if found is None else found.size)
 
         return self.objects.submit(f"uploading blob {digest}", work)
 

@@ -286,6 +286,12 @@ class Mirror:
         "CREATE TABLE IF NOT EXISTS runs (lead TEXT PRIMARY KEY, chunks BLOB NOT NULL, "
         "used REAL NOT NULL) WITHOUT ROWID"
     )
+    # Added within schema 2 like runs: the length of each blob the memo vouches for, which
+    # tells a writer that deduplicates against it whether it is compressed (docs/format.md 4.1).
+    _BLOB_SIZES = (
+        "CREATE TABLE IF NOT EXISTS blob_sizes (store TEXT NOT NULL, key TEXT NOT NULL, "
+        "stored INTEGER NOT NULL, PRIMARY KEY (store, key)) WITHOUT ROWID"
+    )
     #: Chunk runs kept (the most recently recorded): about 40 KiB per GiB of file each.
     RUNS_KEPT = 1024
     _TIMEOUT = 60.0  # seconds to wait for another connection's lock
@@ -326,6 +332,7 @@ class Mirror:
             # Added within schema 2 (older versions ignore the table): chunk runs of files
             # written here, which let a writer of the same content skip the chunker.
             conn.execute(self._RUNS)
+            conn.execute(self._BLOB_SIZES)
         self._identity = _identity(self.path)
 
     def _remove_damaged(self, exc: BaseException) -> None:
@@ -485,23 +492,37 @@ class Mirror:
         """Every path (at most ``limit``) below directory ``rel``, in order."""
         return [r[0] for r in self._under("rel", store, rel, limit)]
 
-    def remember_blob(self, store: str, key: str, proven_at: float) -> None:
-        """Record that the blob at ``key`` was proven present by a request sent at ``proven_at``.
+    def remember_blob(self, store: str, key: str, proven_at: float, stored: int | None = None) -> None:
+        """Record that the blob at ``key`` was proven present by a request sent at ``proven_at``
+        (and, if known, that its object holds ``stored`` bytes).
 
         The time of the proof, never of the last use or of the write's end: the garbage
         collector's safety rests on it (gc-protocol.md, rule W1). A later proof replaces an
         earlier one; an earlier one never replaces a later one.
         """
         row = (store, key, proven_at)
-        self._run(
-            "record a stored blob",
+
+        def remember(conn: sqlite3.Connection) -> None:
+            if stored is None:
+                conn.execute(_REMEMBER_BLOB, row)
+                return
+            with _transaction(conn):
+                conn.execute(_REMEMBER_BLOB, row)
+                conn.execute("INSERT OR REPLACE INTO blob_sizes VALUES (?, ?, ?)", (store, key, stored))
+
+        self._run("record a stored blob", remember, write=True)
+
+    def blob_memo(self, store: str, key: str) -> tuple[float, int | None] | None:
+        """(when the blob at ``key`` was last proven present, its length if known), if known."""
+        row = self._run(
+            "look up a stored blob",
             lambda conn: conn.execute(
-                "INSERT INTO remote_blobs VALUES (?, ?, ?) ON CONFLICT (store, key) "
-                "DO UPDATE SET seen = max(seen, excluded.seen)",
-                row,
-            ),
-            write=True,
+                "SELECT r.seen, s.stored FROM remote_blobs r LEFT JOIN blob_sizes s "
+                "ON s.store = r.store AND s.key = r.key WHERE r.store = ? AND r.key = ?",
+                (store, key),
+            ).fetchone(),
         )
+        return None if row is None else (float(row[0]), None if row[1] is None else int(row[1]))
 
     def blob_proven_at(self, store: str, key: str) -> float | None:
         """When the blob at ``key`` was last proven present (seconds since the epoch), if known."""
@@ -514,11 +535,12 @@ class Mirror:
         return None if row is None else float(row[0])
 
     def forget_blob(self, store: str, key: str) -> None:
-        self._run(
-            "forget a stored blob",
-            lambda conn: conn.execute("DELETE FROM remote_blobs WHERE store = ? AND key = ?", (store, key)),
-            write=True,
-        )
+        def forget(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                for table in ("remote_blobs", "blob_sizes"):
+                    conn.execute(f"DELETE FROM {table} WHERE store = ? AND key = ?", (store, key))
+
+        self._run("forget a stored blob", forget, write=True)
 
     def put_run(self, lead: str, chunks: bytes) -> None:
         """Keep the chunk run of a file whose first chunk is ``lead`` (see :mod:`cas_store.runs`)."""
@@ -564,6 +586,12 @@ class Mirror:
             lambda conn: conn.execute("SELECT marker FROM markers WHERE store = ?", (store,)).fetchone(),
         )
         return None if row is None else bytes(row[0])
+
+
+_REMEMBER_BLOB = (
+    "INSERT INTO remote_blobs VALUES (?, ?, ?) ON CONFLICT (store, key) "
+    "DO UPDATE SET seen = max(seen, excluded.seen)"
+)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cas_store.compression import parse_compression
 from cas_store.format import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from cas_store.hashing import check_algorithm
 from cas_store.safety import DEFAULT_GC_GRACE, check_grace
@@ -68,6 +69,11 @@ class StoreConfig:
     # "fixed" (chunk_size, else 8 MiB). None: fixed if chunk_size is given, else fastcdc2020.
     # An existing store keeps the chunker it was created with; naming another is an error.
     chunker: str | None = None
+    # How a new store stores chunks: "zstd" (level 1: each chunk is kept as a zstd frame when
+    # that saves at least 1/8 of it, else raw), "zstd:<level>", or "none" (every blob raw,
+    # bucket format version 2, readable by cas_store releases before 0.5). None: zstd for a
+    # new store. An existing store keeps its marker's settings; naming others is an error.
+    compression: str | None = None
     max_concurrency: int = 3
     connect_timeout: float = 3.0
     # Bounds how long a server that stops sending mid-answer (a large body) can stall a call.
@@ -127,6 +133,8 @@ class StoreConfig:
             raise ValueError(
                 "chunk_size sets fixed chunks: give it with chunker 'fixed' or none, not fastcdc2020"
             )
+        if self.compression is not None:
+            parse_compression(self.compression)
         if self.inline_threshold < 0 or self.inline_threshold > 1 * MiB:
             raise ValueError("inline_threshold must be between 0 and 1 MiB")
         check_grace(self.gc_grace)

@@ -101,6 +101,19 @@ class ObjectNotFoundError(CASStoreError, FileNotFoundError):
         self.key = key
 
 
+class ShortObjectError(CASStoreError):
+    """An object holds fewer bytes than a ranged read asked for (``size``, if the server said).
+
+    For a blob, that is a compressed one read as if raw (docs/format.md 4.1): the reader
+    then fetches it whole and decodes it.
+    """
+
+    def __init__(self, message: str, *, key: str, size: int | None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.size = size
+
+
 class CacheError(CASStoreError, OSError):
     """The local cache directory cannot be used (disk full, permissions, a damaged or
     locked database); the message names the directory and says what to do."""

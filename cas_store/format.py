@@ -1,4 +1,4 @@
-"""Bucket format (versions 1 and 2): the format marker and manifest entries, as bytes.
+"""Bucket format (versions 1 to 3): the format marker and manifest entries, as bytes.
 
 Pure encoding/decoding and validation, no I/O. ``docs/format.md`` is the normative
 description of these documents; a change here that is not reflected there is a bug.
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cas_store.chunking import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, ChunkerSpec
+from cas_store.compression import ZSTD, Compression
 from cas_store.errors import IncompatibleStoreError, IntegrityError
 from cas_store.hashing import check_algorithm, is_valid_digest
 from cas_store.safety import GCDurations
@@ -22,11 +23,13 @@ from cas_store.safety import GCDurations
 __all__ = ["DEFAULT_CHUNK_SIZE", "MAX_CHUNK_SIZE", "MIN_CHUNK_SIZE", "Chunk", "Entry", "Marker"]
 
 FORMAT_NAME = "cas_store"
-#: The version new stores are created with.
-FORMAT_VERSION = 2
+#: The version new stores are created with: 3, version 2 with compressed blobs; a store
+#: created without compression is version 2, which cas_store releases before 0.5 read too.
+FORMAT_VERSION = 3
 #: Versions this cas_store reads and writes. Version 1 stores have no collector, so their
-#: writers need no rule W; ``cas-store upgrade`` converts them.
-SUPPORTED_VERSIONS = (1, 2)
+#: writers need no rule W; ``cas-store upgrade`` converts them. Version 3 is the one that
+#: releases which cannot read compressed blobs refuse.
+SUPPORTED_VERSIONS = (1, 2, 3)
 ENTRY_VERSION = 1
 
 
@@ -36,7 +39,8 @@ class Marker:
 
     Version 1: ``hash_algorithm`` and ``chunk_size``. Version 2 adds ``store_id``, the
     ``chunker`` spec (which replaces ``chunk_size``) and the ``gc`` durations, and
-    ``upgraded_at`` (the writer's clock) when it was converted from version 1.
+    ``upgraded_at`` (the writer's clock) when it was converted from version 1. Version 3
+    is version 2 with ``compression``: its blobs may hold zstd frames.
     """
 
     version: int
@@ -47,17 +51,27 @@ class Marker:
     chunker: ChunkerSpec | None = None
     gc: GCDurations | None = None
     upgraded_at: float | None = None
+    compression: Compression | None = None  # version 3 only
 
     @classmethod
-    def new(cls, hash_algorithm: str, chunker: ChunkerSpec, gc_grace: float, created_by: str) -> Marker:
-        """The marker of a new version 2 store, with a fresh random ``store_id``."""
+    def new(
+        cls,
+        hash_algorithm: str,
+        chunker: ChunkerSpec,
+        gc_grace: float,
+        created_by: str,
+        compression: Compression | None = None,
+    ) -> Marker:
+        """The marker of a new store, with a fresh random ``store_id``: version 3 with
+        ``compression``, else version 2."""
         return cls(
-            2,
+            3 if compression is not None else 2,
             hash_algorithm,
             created_by=created_by,
             store_id=secrets.token_hex(16),
             chunker=chunker,
             gc=GCDurations.from_grace(gc_grace),
+            compression=compression,
         )
 
     def upgraded(self, gc_grace: float, created_by: str, now: float) -> Marker:
@@ -91,6 +105,8 @@ class Marker:
             doc["gc"] = self.gc.to_dict()
         if self.upgraded_at is not None:
             doc["upgraded_at"] = self.upgraded_at
+        if self.compression is not None:
+            doc["compression"] = self.compression.to_dict()
         return json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
 
     @classmethod
@@ -135,6 +151,7 @@ class Marker:
             chunker=_chunker(doc.get("chunker"), where),
             gc=GCDurations.from_dict(doc.get("gc"), where),
             upgraded_at=_optional_time(doc.get("upgraded_at"), where),
+            compression=_compression(doc.get("compression"), where) if version == 3 else None,
         )
 
 
@@ -159,6 +176,16 @@ def _chunker(value: Any, where: str) -> ChunkerSpec:
     return spec
 
 
+def _compression(value: Any, where: str) -> Compression:
+    try:
+        return Compression.from_dict(value)
+    except ValueError as exc:
+        raise IncompatibleStoreError(
+            f"the store at {where} has no valid compression settings in its marker ({exc}): "
+            "restore the marker, or upgrade cas_store if a newer release wrote it"
+        ) from exc
+
+
 def _optional_time(value: Any, where: str) -> float | None:
     if value is None:
         return None
@@ -169,10 +196,42 @@ def _optional_time(value: Any, where: str) -> float | None:
 
 @dataclass(frozen=True)
 class Chunk:
-    """A contiguous run of a file's bytes, stored as one blob."""
+    """A contiguous run of a file's bytes, stored as one blob.
+
+    ``stored``: the length of the blob when the writer stored it compressed (a zstd frame,
+    shorter than ``size``); None when stored raw. What the writer saw: a reader decides
+    by the length of the object it gets (:func:`cas_store.compression.decode`).
+    """
 
     digest: str
     size: int
+    stored: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"digest": self.digest, "size": self.size}
+        if self.stored is not None:
+            doc["enc"] = ZSTD
+            doc["stored"] = self.stored
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str) -> Chunk:
+        if not isinstance(doc, dict):
+            raise TypeError(f"a chunk must be an object, not {doc!r}")
+        enc = doc.get("enc")
+        if enc is None:
+            return cls(str(doc["digest"]), int(doc["size"]))
+        if enc != ZSTD:
+            raise IncompatibleStoreError(
+                f"manifest entry {where} has a chunk encoded as {enc!r}, which this cas_store cannot "
+                "decode: upgrade cas_store"
+            )
+        return cls(str(doc["digest"]), int(doc["size"]), int(doc["stored"]))
+
+    @property
+    def stored_size(self) -> int:
+        """The bytes of its blob, as the writer stored it."""
+        return self.size if self.stored is None else self.stored
 
 
 @dataclass(frozen=True)
@@ -196,7 +255,7 @@ class Entry:
             "size": self.size,
             "algorithm": self.algorithm,
             "digest": self.digest,
-            "chunks": [{"digest": c.digest, "size": c.size} for c in self.chunks],
+            "chunks": [c.to_dict() for c in self.chunks],
         }
         if self.inline is not None:
             doc["inline"] = base64.b64encode(self.inline).decode("ascii")
@@ -220,13 +279,35 @@ class Entry:
                 size=int(doc["size"]),
                 algorithm=str(doc["algorithm"]),
                 digest=str(doc["digest"]),
-                chunks=tuple(Chunk(str(c["digest"]), int(c["size"])) for c in doc["chunks"]),
+                chunks=tuple(Chunk.from_dict(c, where) for c in doc["chunks"]),
                 inline=None if inline is None else base64.b64decode(inline, validate=True),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise IntegrityError(f"manifest entry {where} is malformed ({exc!r})") from exc
         entry.validate(where)
         return entry
+
+    def with_sizes(self, sizes: dict[str, int]) -> Entry:
+        """This entry, each chunk recording the length of its blob given in ``sizes`` (by
+        digest): a length below the chunk's size is a compressed blob, the size itself raw."""
+        if not sizes or not self.chunks:
+            return self
+        chunks = []
+        for c in self.chunks:
+            stored = sizes.get(c.digest)
+            if stored is None:
+                chunks.append(c)
+            else:
+                chunks.append(Chunk(c.digest, c.size, stored if 0 < stored < c.size else None))
+        return dataclasses.replace(self, chunks=tuple(chunks))
+
+    @property
+    def stored_size(self) -> int:
+        """The bytes of the blobs this entry names, each as its writer stored it (repeats
+        counted), plus the inline content: the file's size before deduplication across files."""
+        if self.inline is not None:
+            return len(self.inline)
+        return sum(c.stored_size for c in self.chunks)
 
     def validate(self, where: str) -> None:
         """Check the structural rules of docs/format.md (not the content hashes)."""
@@ -249,5 +330,7 @@ class Entry:
                 problems.append("chunk sizes do not add up to size")
             if any(not is_valid_digest(self.algorithm, c.digest) or c.size <= 0 for c in self.chunks):
                 problems.append("bad chunk")
+            if any(c.stored is not None and not 0 < c.stored < c.size for c in self.chunks):
+                problems.append("a compressed chunk not shorter than its size")
         if problems:
             raise IntegrityError(f"manifest entry {where} is malformed: {', '.join(problems)}")

@@ -2,7 +2,9 @@
 
 Ordering (docs/design.md, "Reading a file"): a chunk enters the cache only after its
 digest was verified; a full read also checks the whole-file digest; a blob missing
-from the bucket or corrupt there is an error carrying its digest and key.
+from the bucket or corrupt there is an error carrying its digest and key. A blob
+shorter than its chunk is a compressed one: fetched whole and decoded before the digest
+check, so the cache holds every chunk decoded (docs/format.md 4.1).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
 from cas_store import cache, config
+from cas_store.compression import DecodeError, decode
 from cas_store.errors import (
     BlobCorruptError,
     BlobMissingError,
@@ -29,6 +32,7 @@ from cas_store.errors import (
     CASStoreError,
     IntegrityError,
     ObjectNotFoundError,
+    ShortObjectError,
 )
 from cas_store.fileobj import ReadFile, SeekableReader, in_background
 from cas_store.format import DEFAULT_CHUNK_SIZE, Chunk, Entry
@@ -415,7 +419,18 @@ async def _download_from(
     sink = _WritingSink(fd, algorithm)
     try:
         os.ftruncate(fd, chunk.size)
-        await store.blobs.download_async(algorithm, chunk.digest, chunk.size, DOWNLOAD_PART, sink, key=key)
+        if chunk.stored is None:
+            try:
+                await store.blobs.download_async(
+                    algorithm, chunk.digest, chunk.size, DOWNLOAD_PART, sink, key=key
+                )
+            except ShortObjectError:
+                # Stored compressed after all (by a writer whose entry this is not): fetch it whole.
+                sink = _WritingSink(fd, algorithm)
+                if not await _download_encoded(store, chunk, key, sink, quarantine):
+                    return False
+        elif not await _download_encoded(store, chunk, key, sink, quarantine):
+            return False
     except ObjectNotFoundError:
         return False
     if sink.in_order and sink.hashed == chunk.size:
@@ -434,6 +449,31 @@ async def _download_from(
         digest=chunk.digest,
         key=key,
     )
+
+
+async def _download_encoded(
+    store: Store, chunk: Chunk, key: str, sink: _WritingSink, quarantine: bool
+) -> bool:
+    """GET a compressed blob whole and write the chunk it decodes to into ``sink``; False
+    if there is no such object, or for a quarantine copy that does not decode."""
+    found = await store.objects.get(key)
+    if found is None:
+        return False
+    try:
+        # Off the event loop: zstd releases the GIL, so other downloads go on meanwhile.
+        data = await asyncio.to_thread(decode, found[0], chunk.size)
+    except DecodeError as exc:
+        if quarantine:
+            log.warning("quarantine copy %s of blob %s is damaged (%s): skipped", key, chunk.digest, exc)
+            return False
+        raise BlobCorruptError(
+            f"blob s3://{store.root.bucket}/{key} is corrupt in S3 ({exc}): delete that object, then "
+            "write the file again (a write re-uploads a blob only when it is missing)",
+            digest=chunk.digest,
+            key=key,
+        ) from exc
+    await asyncio.to_thread(sink, 0, bytes(data))
+    return True
 
 
 def _hash_fd(algorithm: str, fd: int) -> tuple[str, int]:

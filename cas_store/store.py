@@ -24,6 +24,7 @@ from cas_store.backend.base import ObjectStore
 from cas_store.blobs import Blobs
 from cas_store.cache import LocalCache
 from cas_store.chunking import Chunker, ChunkerSpec, configured_chunker
+from cas_store.compression import Compression, parse_compression
 from cas_store.config import StoreConfig
 from cas_store.errors import CacheError, IncompatibleStoreError, StoreOfflineError
 from cas_store.fileobj import WriteFile
@@ -214,6 +215,7 @@ class Store:
             chunker,
             gc_grace,
             f"cas_store {__version__}",
+            parse_compression(self.config.compression or "zstd"),
         )
         body = marker.encode()
         self.objects.run(
@@ -250,9 +252,31 @@ class Store:
                 "or use a new root for the other algorithm"
             )
         self._check_chunker(marker.chunker_spec, "cuts")
+        self._check_compression(marker)
         with self._best_effort("mirror the store's marker"):
             self.cache.mirror.put_marker(self.location, raw)
         return marker
+
+    def _check_compression(self, marker: Marker) -> None:
+        """Refuse a configured ``compression`` that is not the store's (the marker's)."""
+        if self.config.compression is None:
+            return
+        wanted = parse_compression(self.config.compression)
+        if wanted != marker.compression:
+            have = "no compression" if marker.compression is None else marker.compression.describe()
+            raise IncompatibleStoreError(
+                f"the store {self.root.uri} stores its chunks with {have} (bucket format version "
+                f"{marker.version}) but the configuration asks for compression "
+                f"{self.config.compression!r}: compression is chosen when a store is created; drop "
+                "compression from the configuration or use a new root"
+            )
+
+    @property
+    def compression(self) -> Compression | None:
+        """How writers of this store encode chunks (the marker's; None: every blob raw)."""
+        marker = self.marker(create=True)
+        assert marker is not None
+        return marker.compression
 
     def _check_chunker(self, spec: ChunkerSpec, verb: str) -> None:
         """Refuse a store chunker that the configuration's ``chunker``/``chunk_size`` contradict."""
@@ -290,8 +314,13 @@ class Store:
 
         Rule W2: a memo row proves the blob while ``0 <= now - proof < min(blob_memo_ttl, V)``.
         """
+        memo = self.blob_memo(key)
+        return None if memo is None else memo[0]
+
+    def blob_memo(self, key: str) -> tuple[float, int | None] | None:
+        """:meth:`blob_proof`, with the blob's length when the memo knows it."""
         try:
-            proven = self.cache.mirror.blob_proven_at(self.id, key)
+            memo = self.cache.mirror.blob_memo(self.id, key)
         except CacheError as exc:
             log.warning("could not read the blob memo in the local cache: %s", exc)
             return None
@@ -299,14 +328,15 @@ class Store:
         gc = self.gc
         if gc is not None:
             trusted = min(trusted, gc.validity)
-        if proven is None or not 0 <= self.clock() - proven < trusted:
+        if memo is None or not 0 <= self.clock() - memo[0] < trusted:
             return None
-        return proven
+        return memo
 
-    def remember_blob(self, key: str, proven_at: float) -> None:
-        """Record a proof: ``proven_at`` is when the request that proved the blob was sent."""
+    def remember_blob(self, key: str, proven_at: float, stored: int | None = None) -> None:
+        """Record a proof: ``proven_at`` is when the request that proved the blob was sent;
+        ``stored``, if known, the length of its object."""
         with self._best_effort("remember a stored blob"):
-            self.cache.mirror.remember_blob(self.id, key, proven_at)
+            self.cache.mirror.remember_blob(self.id, key, proven_at, stored)
 
     def forget_blob(self, key: str) -> None:
         with self._best_effort("forget a missing blob"):

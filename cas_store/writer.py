@@ -4,6 +4,8 @@ Ordering (docs/design.md, "Writing a file"): every new chunk is cached locally
 (best-effort) and uploaded in the background; ``commit`` waits until each blob the
 entry names is proven present in the bucket, and only then publishes the entry.
 Each proof is stamped with the time its request was *sent* (gc-protocol.md, rule W1).
+In a store with compression each new chunk is encoded before its upload where that pays,
+and the entry records the length of every chunk's blob as its proof reported it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cas_store.backend.base import gather_limited
+from cas_store.blobs import Proof
 from cas_store.errors import BlobMissingError, CacheError, IntegrityError
 from cas_store.fileobj import WriteFile
 from cas_store.format import Chunk, Entry
@@ -24,6 +27,7 @@ from cas_store.hashing import hash_bytes
 from cas_store.runs import ChunkRuns
 
 if TYPE_CHECKING:
+    from cas_store.compression import Compression
     from cas_store.manifest import Record
     from cas_store.store import Store
 
@@ -105,10 +109,13 @@ class FileWriter:
         self._display = display_path
         self._algorithm = algorithm
         self._budget = ByteBudget(store.config.max_concurrency * max(avg_chunk, UPLOAD_PART))
-        self._pending: list[tuple[str, str, concurrent.futures.Future[float]]] = []
+        self._pending: list[tuple[str, str, concurrent.futures.Future[Proof]]] = []
         #: digest -> when the blob was proven present (rule W1): the memo's time, or the
         #: send time of the HEAD or PUT that proved it.
         self.proofs: dict[str, float] = {}
+        #: digest -> the length of the blob's object, where known (raw: the chunk's size).
+        self.sizes: dict[str, int] = {}
+        self._compression = store.compression
         self._seen: set[str] = set()  # a file may repeat a chunk: store it once
         self._on_written = on_written
         self._uploaded = 0  # bytes of the chunks this file's PUTs created
@@ -120,7 +127,10 @@ class FileWriter:
         self._seen.add(digest)
         store, algorithm = self._store, self._algorithm
         key = store.blobs.key(algorithm, digest)
-        proven = store.blob_proof(key)
+        memo = store.blob_memo(key)
+        if memo is not None and memo[1] is None and self._compression is not None:
+            memo = None  # how it is stored is unknown: the HEAD below says (no upload if present)
+        proven = None if memo is None else memo[0]
         cached = store.has_cached(algorithm, digest)
         # Taken from a chunk run and about to be stored (cache or bucket): its digest must be its own.
         if not hashed and (proven is None or not cached) and hash_bytes(algorithm, chunk) != digest:
@@ -131,17 +141,20 @@ class FileWriter:
             )
         if not cached:
             store.keep_in_cache(algorithm, digest, chunk)  # best-effort: reading it back is local
-        if proven is not None:
-            self.proofs[digest] = proven
+        if memo is not None:
+            self.proofs[digest] = memo[0]
+            if memo[1] is not None:
+                self.sizes[digest] = memo[1]
             return
         self._raise_failed()
         size = len(chunk)
         self._budget.acquire(size)
         try:
+            data = encode(self._compression, chunk)
             # In a store this process just created, nobody else is likely to have put the blob:
             # no HEAD first (the conditional PUT settles a concurrent writer; Store.is_new).
             future = store.blobs.store(
-                algorithm, digest, bytes(chunk), ask_first=not store.is_new, uploaded=self._count_upload
+                algorithm, digest, data, ask_first=not store.is_new, uploaded=self._count_upload
             )
         except BaseException:
             self._budget.release(size)
@@ -166,9 +179,11 @@ class FileWriter:
         """Wait for every upload; record each proof; raise the first failure."""
         try:
             for digest, key, future in self._pending:
-                proven = future.result()
-                self.proofs[digest] = proven
-                self._store.remember_blob(key, proven)
+                proof = future.result()
+                self.proofs[digest] = proof.at
+                if proof.stored is not None:
+                    self.sizes[digest] = proof.stored
+                self._store.remember_blob(key, proof.at, proof.stored)
         except BaseException:
             self.abort()
             raise
@@ -181,7 +196,7 @@ class FileWriter:
         else:
             entry = Entry(size, self._algorithm, digest, chunks=tuple(chunks))
         entry.validate(self._display)  # never publish an entry a reader would reject
-        publish(self._store, self._rel, entry, self.proofs, exclusive=self._exclusive)
+        publish(self._store, self._rel, entry, self.proofs, exclusive=self._exclusive, sizes=self.sizes)
         if self._on_written is not None:
             report = WriteReport(
                 self._display, size, self._uploaded + len(inline or b""), inline=inline is not None
@@ -198,8 +213,20 @@ class FileWriter:
         self._pending = []
 
 
+def encode(compression: Compression | None, chunk: memoryview) -> bytes:
+    """The bytes to store as ``chunk``'s blob: its compressed form where that pays, else itself."""
+    encoded = None if compression is None else compression.encode(chunk)
+    return bytes(chunk) if encoded is None else encoded
+
+
 def publish(
-    store: Store, rel: str, entry: Entry, proofs: dict[str, float], *, exclusive: bool = False
+    store: Store,
+    rel: str,
+    entry: Entry,
+    proofs: dict[str, float],
+    *,
+    exclusive: bool = False,
+    sizes: dict[str, int] | None = None,
 ) -> Record:
     """Publish ``entry`` at ``rel`` following rule W (docs/gc.md section 4): every entry PUT
     of a version 2 store (writes, copies, moves) goes through here.
@@ -211,28 +238,37 @@ def publish(
     the write fails with :class:`BlobMissingError` and nothing is published). W4: if the
     PUT landed later than ``P`` after that check, the blobs are checked and repaired again.
     Writes shorter than ``V - P`` make no request beyond the PUT.
+
+    ``sizes`` maps digests to the lengths of their blobs' objects as proofs reported them;
+    the entry published records them (and those the checks learn), compressed or raw.
     """
+    sizes = {} if sizes is None else sizes
     gc = store.gc
     if gc is None or not entry.chunks:  # version 1 stores have no collector
-        return store.publish(rel, entry, exclusive=exclusive)
+        return store.publish(rel, entry.with_sizes(sizes), exclusive=exclusive)
     digests = list(dict.fromkeys(c.digest for c in entry.chunks))
     for d in digests:
         if d not in proofs:
             proven = store.blob_proof(store.blobs.key(entry.algorithm, d))
             if proven is not None:
                 proofs[d] = proven
-    checked = _recheck(store, entry.algorithm, digests, proofs, gc.recheck_after)
+    checked = _recheck(store, entry.algorithm, digests, proofs, gc.recheck_after, sizes)
     if store.clock() - checked >= gc.publish:  # the repairs took long: check afresh (W4)
-        checked = _recheck(store, entry.algorithm, digests, proofs, gc.recheck_after)
-    record = store.publish(rel, entry, exclusive=exclusive)
+        checked = _recheck(store, entry.algorithm, digests, proofs, gc.recheck_after, sizes)
+    record = store.publish(rel, entry.with_sizes(sizes), exclusive=exclusive)
     if store.clock() - checked >= gc.publish:
         log.info("the entry PUT of %s took longer than %.3g s: checking its blobs again", rel, gc.publish)
-        _recheck(store, entry.algorithm, digests, {}, gc.recheck_after)
+        _recheck(store, entry.algorithm, digests, {}, gc.recheck_after, {})
     return record
 
 
 def _recheck(
-    store: Store, algorithm: str, digests: list[str], proofs: dict[str, float], recheck_after: float
+    store: Store,
+    algorithm: str,
+    digests: list[str],
+    proofs: dict[str, float],
+    recheck_after: float,
+    sizes: dict[str, int],
 ) -> float:
     """W3: HEAD every blob whose proof is stale and repair the missing ones; update ``proofs``.
 
@@ -244,10 +280,10 @@ def _recheck(
         return now
     checked = store.clock()
 
-    async def head(digest: str) -> tuple[str, float | None]:
+    async def head(digest: str) -> tuple[str, Proof | None]:
         sent = store.clock()
         found = await store.objects.head(store.blobs.key(algorithm, digest))
-        return digest, (sent if found is not None else None)
+        return digest, (Proof(sent, found.size) if found is not None else None)
 
     answers = store.objects.run(
         f"checking {len(stale)} blobs before publishing",
@@ -257,19 +293,22 @@ def _recheck(
         key = store.blobs.key(algorithm, digest)
         if answered is None:
             store.forget_blob(key)
-        proven = _repair(store, algorithm, digest) if answered is None else answered
-        proofs[digest] = proven
-        store.remember_blob(key, proven)
+        proof = _repair(store, algorithm, digest) if answered is None else answered
+        proofs[digest] = proof.at
+        if proof.stored is not None:
+            sizes[digest] = proof.stored
+        store.remember_blob(key, proof.at, proof.stored)
     return checked
 
 
-def _repair(store: Store, algorithm: str, digest: str) -> float:
-    """Make a blob that answered 404 present again; its new proof time (W3)."""
+def _repair(store: Store, algorithm: str, digest: str) -> Proof:
+    """Make a blob that answered 404 present again; its new proof (W3)."""
     key = store.blobs.key(algorithm, digest)
     data = _cached_bytes(store, algorithm, digest)
     if data is not None:
         log.info("blob %s vanished before its entry was published: uploading it again", digest)
-        return store.blobs.store(algorithm, digest, data, ask_first=False).result()
+        payload = encode(store.compression, memoryview(data))
+        return store.blobs.store(algorithm, digest, payload, ask_first=False).result()
     proven = store.blobs.restore(algorithm, digest)
     if proven is None:
         raise BlobMissingError(
@@ -279,7 +318,7 @@ def _repair(store: Store, algorithm: str, digest: str) -> float:
             digest=digest,
             key=key,
         )
-    return proven
+    return Proof(proven)  # a quarantine copy holds the blob's own bytes, whatever their length
 
 
 def _cached_bytes(store: Store, algorithm: str, digest: str) -> bytes | None:

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from cas_store.backend.base import Capabilities, ListPage, ObjectInfo, PutResult, Sink
-from cas_store.errors import ObjectNotFoundError, StoreOfflineError
+from cas_store.errors import ObjectNotFoundError, ShortObjectError, StoreOfflineError
 
 T = TypeVar("T")
 
@@ -110,6 +110,12 @@ class MemoryObjectStore:
         if found is None:
             raise ObjectNotFoundError(f"memory://{self.bucket}/{key} does not exist", key=key)
         data = found[0]
+        if end > len(data) and 0 <= start <= end:
+            raise ShortObjectError(
+                f"memory://{self.bucket}/{key} holds {len(data)} bytes, fewer than the {end} asked for",
+                key=key,
+                size=len(data),
+            )
         if end > len(data) or start < 0 or start > end:
             raise ValueError(f"range [{start}, {end}) is outside the {len(data)} bytes of {key}")
         sink(start, data[start:end])

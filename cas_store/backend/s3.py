@@ -36,6 +36,7 @@ from cas_store.errors import (
     CredentialsError,
     ObjectNotFoundError,
     S3Error,
+    ShortObjectError,
     StoreOfflineError,
 )
 from cas_store.format import DEFAULT_CHUNK_SIZE
@@ -312,6 +313,14 @@ async def _await(fn: Callable[[], Awaitable[T]]) -> T:
     return await fn()
 
 
+def _total_size(content_range: str | None) -> int | None:
+    """The object's length from a ``Content-Range: bytes a-b/total`` header, if given."""
+    if not content_range or "/" not in content_range:
+        return None
+    total = content_range.rsplit("/", 1)[1].strip()
+    return int(total) if total.isdigit() else None
+
+
 def _nothing() -> None:
     pass
 
@@ -408,6 +417,14 @@ class S3ObjectStore:
             resp = await self._call("get_object", Key=key, **extra)
             answered()
             body = resp["Body"]
+            total = _total_size(resp.get("ContentRange"))
+            if total is not None and total < end:
+                body.close()
+                raise ShortObjectError(
+                    f"s3://{self.bucket}/{key} holds {total} bytes, fewer than the {end} asked for",
+                    key=key,
+                    size=total,
+                )
             offset = start
             try:
                 while True:
@@ -434,6 +451,12 @@ class S3ObjectStore:
         except FileNotFoundError as exc:
             if _is_missing(exc):
                 raise ObjectNotFoundError(f"s3://{self.bucket}/{key} does not exist", key=key) from exc
+            raise
+        except OSError as exc:
+            if error_code(exc) == "InvalidRange":  # 416: the range starts past the object's end
+                raise ShortObjectError(
+                    f"s3://{self.bucket}/{key} is shorter than byte {start}", key=key, size=None
+                ) from exc
             raise
 
     async def put(

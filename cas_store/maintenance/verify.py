@@ -6,7 +6,9 @@ The check costs one listing of ``blobs/`` (not a HEAD per chunk), one listing of
 manifest and the GETs of the entries the local mirror does not hold at their listed
 ETag. ``deep`` downloads blobs from the bucket and hashes them, ``max_concurrency`` at a
 time, without the local cache: cached copies are neither used nor added, so a verify
-never evicts what the cache holds and always looks at the bucket's bytes.
+never evicts what the cache holds and always looks at the bucket's bytes. In a store
+with compression a blob may be shorter than its chunk (a zstd frame): one whose length
+is not the one its entry records is downloaded and decoded even without ``deep``.
 
 A blob found missing is forgotten by the local memo of proofs (as a 404 on a read does,
 docs/design.md C2), so that writing its content again from this machine uploads it.
@@ -21,6 +23,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from cas_store.compression import DecodeError, decode
 from cas_store.errors import CASStoreError, IntegrityError, ObjectNotFoundError
 from cas_store.hashing import hash_bytes, new_hasher
 from cas_store.maintenance._common import (
@@ -115,11 +118,22 @@ class _HashingSink:
             self.size += len(data) - skip
 
 
-def _hash_blob(store: Store, algorithm: str, digest: str, size: int) -> tuple[str, int]:
-    """Download the blob in one ranged GET and return (its digest, its size)."""
-    sink = _HashingSink(algorithm)
-    store.blobs.download(algorithm, digest, size, max(size, 1), sink)
-    return sink.hasher.hexdigest(), sink.size
+def _hash_blob(store: Store, algorithm: str, digest: str, size: int, stored: int) -> tuple[str, int]:
+    """Download the blob (``stored`` bytes in the bucket) and return (the digest, the size)
+    of the chunk it holds: one ranged GET of a raw blob, a GET and a decode of a compressed one.
+
+    Raises :class:`DecodeError` for a compressed blob that does not decode to ``size`` bytes.
+    """
+    if stored == size:
+        sink = _HashingSink(algorithm)
+        store.blobs.download(algorithm, digest, size, max(size, 1), sink)
+        return sink.hasher.hexdigest(), sink.size
+    key = store.blobs.key(algorithm, digest)
+    found = store.objects.run(f"downloading blob {digest}", lambda: store.objects.get(key))
+    if found is None:
+        raise ObjectNotFoundError(f"s3://{store.root.bucket}/{key} does not exist", key=key)
+    chunk = decode(found[0], size)
+    return hash_bytes(algorithm, chunk), len(chunk)
 
 
 def select_sample(candidates: list[str], percent: float, seed: int) -> list[str]:
@@ -153,8 +167,12 @@ def verify(
     in_quarantine = {blob_key for _, blob_key in iter_quarantine(store, progress)}
     quarantined: set[str] = set()
     report_lock = threading.Lock()
-    # Blobs present with the right size: key -> (algorithm, digest, size), for ``deep``.
-    sound: dict[str, tuple[str, str, int]] = {}
+    # Blobs present with a possible length: key -> (algorithm, digest, size, stored), for
+    # ``deep``. In a store with compression a blob shorter than its chunk is a zstd frame.
+    sound: dict[str, tuple[str, str, int, int]] = {}
+    marker = store.marker()
+    compressed = marker is not None and marker.compression is not None
+    suspect: set[str] = set()
 
     def unreadable(rel: str, exc: CASStoreError) -> None:
         report.unreadable[rel] = str(exc)
@@ -174,33 +192,48 @@ def verify(
             elif found is None:
                 _add(report.missing.setdefault(record.rel, []), chunk.digest)
                 store.forget_blob(key)  # so that writing the content again uploads it
-            elif found != chunk.size:
+            elif found > chunk.size or (found < chunk.size and not compressed) or found == 0:
+                expected = f"at most {chunk.size}" if compressed else f"{chunk.size}"
                 bad = report.corrupt.setdefault(
                     chunk.digest,
-                    CorruptBlob(chunk.digest, key, f"{found} bytes in the bucket, {chunk.size} expected"),
+                    CorruptBlob(chunk.digest, key, f"{found} bytes in the bucket, {expected} expected"),
                 )
                 _add(bad.paths, record.rel)
             else:
-                sound[key] = (entry.algorithm, chunk.digest, chunk.size)
+                sound[key] = (entry.algorithm, chunk.digest, chunk.size, found)
+                if found != chunk.stored_size:
+                    # Not the length its writer recorded: a blob another writer stored compressed
+                    # otherwise, or a damaged one. Only decoding it tells: it is downloaded.
+                    suspect.add(key)
     report.blobs = len(sound) + len(report.corrupt)
     report.quarantined = len(quarantined)
     del present
-    if not deep:
+    if not deep and not suspect:
         return report
 
-    keys = list(sound) if sample is None else select_sample(list(sound), sample, seed)
-    total = sum(sound[k][2] for k in keys)
+    if not deep:
+        keys = sorted(suspect)
+    elif sample is None:
+        keys = list(sound)
+    else:
+        keys = sorted(set(select_sample(list(sound), sample, seed)) | suspect)
+    total = sum(sound[k][2] for k in keys)  # the bytes verified: the chunks' own
     vanished: set[str] = set()  # digests deleted between the listing and the download
     hashed_wrong: dict[str, CorruptBlob] = {}
 
     def check(key: str) -> None:
-        algorithm, digest, size = sound[key]
+        algorithm, digest, size, stored = sound[key]
         try:
-            got, got_size = _hash_blob(store, algorithm, digest, size)
+            got, got_size = _hash_blob(store, algorithm, digest, size, stored)
         except ObjectNotFoundError:
             store.forget_blob(key)
             with report_lock:
                 vanished.add(digest)
+            return
+        except DecodeError as exc:
+            with report_lock:
+                report.blobs_hashed += 1
+                hashed_wrong[digest] = CorruptBlob(digest, key, f"its {stored} bytes do not decode: {exc}")
             return
         with report_lock:
             report.blobs_hashed += 1

@@ -40,7 +40,8 @@ def gib() -> bytes:
 
 @pytest.fixture
 def store(make_store: StoreFactory) -> Store:
-    return make_store(chunk_size=None)  # a new store: the default chunker
+    # Deduplication alone: the CSV would compress too (tests/unit/test_compression.py).
+    return make_store(chunk_size=None, compression="none")  # a new store: the default chunker
 
 
 def test_s2_scattered_edits_of_a_gib_file_add_at_most_5_percent(

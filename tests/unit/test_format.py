@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 import os
 import re
 from pathlib import Path
@@ -131,8 +132,8 @@ def test_future_entry_version_is_incompatible() -> None:
 def test_marker_round_trip_and_incompatible_versions() -> None:
     marker = Marker(1, "sha256", 4 * 2**20, "cas_store test")
     assert Marker.decode(marker.encode(), "t") == marker
-    future = json.dumps({"format": "cas_store", "version": 3, "hash_algorithm": "xxh128"}).encode()
-    with pytest.raises(IncompatibleStoreError, match="version 3"):
+    future = json.dumps({"format": "cas_store", "version": 4, "hash_algorithm": "xxh128"}).encode()
+    with pytest.raises(IncompatibleStoreError, match="version 4"):
         Marker.decode(future, "t")
     with pytest.raises(IncompatibleStoreError, match="not a valid"):
         Marker.decode(b'{"format": "something-else"}', "t")
@@ -258,7 +259,7 @@ def test_v2_marker_with_unsafe_gc_durations_is_incompatible(field: str, value: o
         ("chunker", {"name": "rabin-from-the-future"}, "does not know"),
         ("chunker", {"name": "fixed", "params": {"size": 12}}, "misconfigured"),
         ("gc", None, "gc"),
-        ("version", 3, "version 3"),
+        ("version", 4, "version 4"),
         ("version", 2.0, "version 2.0"),
         ("version", True, "version True"),
         ("store_id", "3F9C2A6E0B7D4E18A5C1F2D3E4B5A697", "store_id"),
@@ -452,7 +453,8 @@ def test_collector_keys_and_documents(make_store: StoreFactory) -> None:
     recorder = HookedObjectStore(memory)
     store = make_store(objects=recorder, clock=clock, gc_grace=2)
     root = store.root
-    kept, gone = b"k" * 100000, b"g" * 100000
+    # Incompressible: the documents record the blobs' lengths in the bucket.
+    kept, gone = random.Random(1).randbytes(100000), random.Random(2).randbytes(100000)
     for rel, data in (("keep", kept), ("gone", gone)):
         with store.open_write(rel, rel) as f:
             f.write(data)

@@ -82,7 +82,7 @@ def test_everything_but_the_collector_leaves_blobs_alone(make_store: StoreFactor
 
 
 def test_pure_modules_do_no_io() -> None:
-    pure = ("chunking.py", "format.py", "layout.py", "hashing.py", "safety.py")
+    pure = ("chunking.py", "compression.py", "format.py", "layout.py", "hashing.py", "safety.py")
     allowed = {
         "__future__",
         "base64",
@@ -96,12 +96,20 @@ def test_pure_modules_do_no_io() -> None:
         "re",
         "secrets",  # a new store's random store_id
         "pyfastcdc.cy",  # FastCDC's cut loop, over buffers in memory only
+        "zstandard",  # compresses and decompresses buffers in memory only
+        "threading",  # compression.py: a zstd context per thread
     }
     for name in pure:
         imports = {i for i in _imports(_modules()[name]) if not i.startswith("cas_store")}
         assert imports <= allowed, f"{name} imports {sorted(imports - allowed)}"
         inner = {i for i in _imports(_modules()[name]) if i.startswith("cas_store")}
-        pure_deps = {"cas_store.errors", "cas_store.hashing", "cas_store.chunking", "cas_store.safety"}
+        pure_deps = {
+            "cas_store.errors",
+            "cas_store.hashing",
+            "cas_store.chunking",
+            "cas_store.safety",
+            "cas_store.compression",
+        }
         assert inner <= pure_deps, name
 
 
