@@ -71,7 +71,7 @@ class StoreConfig:
     chunker: str | None = None
     # How a new store stores chunks: "zstd" (level 1: each chunk is kept as a zstd frame when
     # that saves at least 1/8 of it, else raw), "zstd:<level>", or "none" (every blob raw,
-    # bucket format version 2, readable by cas_store releases before 0.5). None: zstd for a
+    # bucket format version 2, readable by cas_store releases before 0.3). None: zstd for a
     # new store. An existing store keeps its marker's settings; naming others is an error.
     compression: str | None = None
     max_concurrency: int = 3

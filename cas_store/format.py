@@ -24,7 +24,7 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "MAX_CHUNK_SIZE", "MIN_CHUNK_SIZE", "Chunk", "E
 
 FORMAT_NAME = "cas_store"
 #: The version new stores are created with: 3, version 2 with compressed blobs; a store
-#: created without compression is version 2, which cas_store releases before 0.5 read too.
+#: created without compression is version 2, which cas_store releases before 0.3 read too.
 FORMAT_VERSION = 3
 #: Versions this cas_store reads and writes. Version 1 stores have no collector, so their
 #: writers need no rule W; ``cas-store upgrade`` converts them. Version 3 is the one that

@@ -133,11 +133,17 @@ class Store:
     # -- format marker ---------------------------------------------------------------------
 
     def marker(
-        self, create: bool = False, *, gc_grace: float | None = None, chunker: ChunkerSpec | None = None
+        self,
+        create: bool = False,
+        *,
+        gc_grace: float | None = None,
+        chunker: ChunkerSpec | None = None,
+        compression: str | None = None,
     ) -> Marker | None:
         """The store's format marker; with ``create``, initialise an empty prefix as a store
-        (with ``gc_grace`` and ``chunker``, each else the configuration's; a ``chunker`` the
-        configuration contradicts is refused before anything is written).
+        (with ``gc_grace``, ``chunker`` and ``compression`` (as the configuration's option),
+        each else the configuration's; a ``chunker`` the configuration contradicts is refused
+        before anything is written).
 
         Raises :class:`IncompatibleStoreError` for a marker of another format version, a
         marker whose settings contradict the configuration, or a prefix that holds other
@@ -152,7 +158,7 @@ class Store:
                 # conditional PUT and the read-back settle a concurrent creator.
                 seen = self._empty_at
                 recent = seen is not None and time.monotonic() - seen < EMPTY_TRUSTED
-                self._marker = self._load_marker(create, grace, chunker, known_empty=recent)
+                self._marker = self._load_marker(create, grace, chunker, compression, known_empty=recent)
                 # A store not created yet has no paths to read either: reads need not ask again.
                 self._no_marker = self._marker is None
             return self._marker
@@ -171,13 +177,18 @@ class Store:
         return marker.chunker_spec.build()
 
     def _load_marker(
-        self, create: bool, gc_grace: float, chunker: ChunkerSpec | None, known_empty: bool = False
+        self,
+        create: bool,
+        gc_grace: float,
+        chunker: ChunkerSpec | None,
+        compression: str | None,
+        known_empty: bool = False,
     ) -> Marker | None:
         where = f"{self.root.uri} ({self.objects.endpoint})"
         key = self.root.marker_key()
         opening = f"opening the store {self.root.uri}"
         if known_empty and create:
-            return self._create_marker(gc_grace, chunker, where)
+            return self._create_marker(gc_grace, chunker, compression, where)
         try:
             found = self.objects.run(opening, lambda: self.objects.get(key))
         except StoreOfflineError:
@@ -201,9 +212,11 @@ class Store:
         self._empty_at = time.monotonic()
         if not create:
             return None
-        return self._create_marker(gc_grace, chunker, where)
+        return self._create_marker(gc_grace, chunker, compression, where)
 
-    def _create_marker(self, gc_grace: float, chunker: ChunkerSpec | None, where: str) -> Marker:
+    def _create_marker(
+        self, gc_grace: float, chunker: ChunkerSpec | None, compression: str | None, where: str
+    ) -> Marker:
         key = self.root.marker_key()
         opening = f"opening the store {self.root.uri}"
         if chunker is None:
@@ -215,7 +228,7 @@ class Store:
             chunker,
             gc_grace,
             f"cas_store {__version__}",
-            parse_compression(self.config.compression or "zstd"),
+            parse_compression(compression or self.config.compression or "zstd"),
         )
         body = marker.encode()
         self.objects.run(

@@ -290,8 +290,10 @@ def stats(opts: _Options, root: str | None, zenml_run: str | None) -> None:
             f"{result.blobs:,} ({result.referenced_blobs:,} referenced, "
             f"{result.unreferenced_blobs:,} unreferenced), {format_size(result.blob_bytes)}",
         ),
-        ("stored", f"{with_bytes(result.stored_bytes)}: blobs and inline content"),
-        ("dedup ratio", f"{result.dedup_ratio:.2f}"),
+        ("deduplicated", f"{with_bytes(result.deduplicated_bytes)}: the distinct content, uncompressed"),
+        ("stored", f"{with_bytes(result.stored_bytes)}: blobs (compressed where it paid) and inline content"),
+        ("dedup ratio", f"{result.dedup_ratio:.2f} (logical / deduplicated)"),
+        ("compression", f"{result.compression_ratio:.2f} (deduplicated / what the bucket holds for it)"),
         (
             "reclaimable",
             f"{with_bytes(result.reclaimable_bytes)} in {result.unreferenced_blobs:,} unreferenced "
@@ -420,10 +422,13 @@ def du(opts: _Options, url: str) -> None:
             ("files", f"{result.files:,} ({result.inline_files:,} inline)"),
             ("logical", with_bytes(result.logical_bytes)),
             (
-                "stored",
-                f"{with_bytes(result.stored_bytes)} in {result.chunks:,} distinct chunks and inline files",
+                "deduplicated",
+                f"{with_bytes(result.deduplicated_bytes)} in {result.chunks:,} distinct chunks and "
+                "inline files",
             ),
-            ("dedup ratio", f"{result.dedup_ratio:.2f}"),
+            ("stored", f"{with_bytes(result.stored_bytes)}: those chunks as the bucket holds them"),
+            ("dedup ratio", f"{result.dedup_ratio:.2f} (logical / deduplicated)"),
+            ("compression", f"{result.compression_ratio:.2f} (deduplicated / stored)"),
             (
                 "cached",
                 f"{result.cached_chunks:,} of {result.chunks:,} chunks, {with_bytes(result.cached_bytes)}",
@@ -657,6 +662,16 @@ def _store_rows(info: StoreInfo) -> list[tuple[str, str]]:
         ("hash", info.hash_algorithm),
         ("chunker", f"{info.chunker['name']} {info.chunker['params']}"),
     ]
+    if info.version >= 2:
+        comp = info.compression
+        rows.append(
+            (
+                "compression",
+                "none: every blob raw"
+                if comp is None
+                else f"zstd level {comp['level']}, where it saves at least {comp['min_saving']:.1%}",
+            )
+        )
     if info.gc is not None:
         gc = info.gc
         rows.append(
@@ -685,14 +700,29 @@ def _store_rows(info: StoreInfo) -> list[tuple[str, str]]:
     "of some, fixed (8MiB chunks) or fixed:SIZE; e.g. fixed:4MiB, "
     "fastcdc2020:min=256KiB,avg=1MiB,max=4MiB. Fixed for the store's life.",
 )
+@click.option(
+    "--compression",
+    metavar="zstd|zstd:LEVEL|none",
+    help="How the store keeps chunks: zstd (the default: level 1, each chunk compressed where "
+    "that saves at least 1/8, bucket format 3), zstd:LEVEL, or none (every blob raw, bucket "
+    "format 2, readable by cas_store before 0.3). Fixed for the store's life.",
+)
 @_pass
-def init(opts: _Options, root: str, gc_grace: float | None, chunker: ChunkerSpec | None) -> None:
-    """Create a store (bucket format 2) at ROOT, an empty prefix, with the grace period and
-    chunker asked for. On an existing store with the same settings, reports it; with other
-    settings, fails (they never change)."""
+def init(
+    opts: _Options, root: str, gc_grace: float | None, chunker: ChunkerSpec | None, compression: str | None
+) -> None:
+    """Create a store (bucket format 3, or 2 without compression) at ROOT, an empty prefix,
+    with the grace period, chunker and compression asked for. On an existing store with the
+    same settings, reports it; with other settings, fails (they never change)."""
+    from cas_store.compression import parse_compression
     from cas_store.maintenance import init_store
 
-    info = init_store(opts.filesystem(root).store(), gc_grace, chunker)
+    if compression is not None:
+        try:
+            parse_compression(compression)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--compression") from exc
+    info = init_store(opts.filesystem(root).store(), gc_grace, chunker, compression)
     if opts.as_json:
         emit_json(info.to_dict())
         return

@@ -10,6 +10,7 @@ from typing import Any
 
 from cas_store import __version__
 from cas_store.chunking import CHUNKERS, DEFAULT_CHUNK_SIZE, FASTCDC_DEFAULTS, ChunkerSpec
+from cas_store.compression import parse_compression
 from cas_store.errors import CASStoreError, IncompatibleStoreError
 from cas_store.format import Marker
 from cas_store.maintenance._common import require_store
@@ -30,6 +31,8 @@ class StoreInfo:
     chunker: dict[str, Any]
     gc: dict[str, float] | None
     upgraded_at: float | None = None
+    #: The marker's compression settings (version 3), None: every blob raw.
+    compression: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, store: Store, marker: Marker, created: bool) -> StoreInfo:
@@ -43,6 +46,7 @@ class StoreInfo:
             {"name": spec.name, "params": dict(spec.params)},
             None if marker.gc is None else marker.gc.to_dict(),
             marker.upgraded_at,
+            None if marker.compression is None else marker.compression.to_dict(),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,17 +90,25 @@ def _describe(spec: ChunkerSpec) -> str:
     return f"{spec.name} {dict(spec.params)}"
 
 
-def init_store(store: Store, gc_grace: float | None = None, chunker: ChunkerSpec | None = None) -> StoreInfo:
-    """Create a store at ``store``'s root (empty prefix) with ``gc_grace`` seconds and the
-    chunker ``chunker`` (each else the configuration's: one day, fastcdc2020), or report the
+def init_store(
+    store: Store,
+    gc_grace: float | None = None,
+    chunker: ChunkerSpec | None = None,
+    compression: str | None = None,
+) -> StoreInfo:
+    """Create a store at ``store``'s root (empty prefix) with ``gc_grace`` seconds, the
+    chunker ``chunker`` and ``compression`` (``"zstd"``, ``"zstd:<level>"`` or ``"none"``;
+    each else the configuration's: one day, fastcdc2020, zstd level 1), or report the
     existing one. Settings of an existing store never change: asking for a different
-    ``gc_grace`` or ``chunker`` raises :class:`IncompatibleStoreError`. ``chunker`` is
-    completed and checked by :func:`new_chunker` (:class:`ValueError` if invalid).
+    ``gc_grace``, ``chunker`` or ``compression`` raises :class:`IncompatibleStoreError`.
+    ``chunker`` is completed and checked by :func:`new_chunker`, ``compression`` by
+    :func:`~cas_store.compression.parse_compression` (:class:`ValueError` if invalid).
     """
     wanted_chunker = None if chunker is None else new_chunker(chunker.name, chunker.params)
+    wanted_compression = None if compression is None else parse_compression(compression)
     existing = store.marker()
     if existing is None:
-        marker = store.marker(create=True, gc_grace=gc_grace, chunker=wanted_chunker)
+        marker = store.marker(create=True, gc_grace=gc_grace, chunker=wanted_chunker, compression=compression)
         assert marker is not None
         if store.created:
             return StoreInfo.of(store, marker, created=True)
@@ -117,6 +129,12 @@ def init_store(store: Store, gc_grace: float | None = None, chunker: ChunkerSpec
             f"{_describe(wanted_chunker)}; a store's settings are fixed when it is created (its "
             "files are cut that way, so that equal content deduplicates): use another root for "
             "another chunker"
+        )
+    if compression is not None and wanted_compression != existing.compression:
+        recorded_as = "none" if existing.compression is None else existing.compression.describe()
+        raise IncompatibleStoreError(
+            f"{store.root.uri} is already a store, with compression {recorded_as}, not {compression!r}; a "
+            "store's settings are fixed when it is created: use another root for other compression"
         )
     return StoreInfo.of(store, existing, created=False)
 

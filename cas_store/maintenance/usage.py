@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cas_store.errors import CASStoreError
+from cas_store.format import Chunk
 from cas_store.maintenance._common import (
     Progress,
     iter_blob_objects,
@@ -32,7 +33,10 @@ class Usage:
     ``stored_bytes`` is what the bucket holds for content: every object under ``blobs/``
     (referenced or not) plus the inline content of entries (each inline entry counts its
     own copy: inline files are not deduplicated). It leaves out the manifest entries' own
-    JSON and the marker.
+    JSON and the marker. Three sizes tell the savings apart: ``logical_bytes`` (what the
+    files hold), ``deduplicated_bytes`` (their distinct content: each shared chunk once)
+    and the bucket's bytes for it, compressed where that paid (``referenced_bytes`` plus
+    ``inline_bytes``).
     """
 
     root: str
@@ -42,6 +46,9 @@ class Usage:
     #: Files small enough to live inside their entry, and their bytes.
     inline_entries: int = 0
     inline_bytes: int = 0
+    #: The distinct content the files hold, uncompressed: each chunk that entries name (and
+    #: the bucket holds) counted once, plus the inline bytes.
+    deduplicated_bytes: int = 0
     #: Objects under ``blobs/`` and the sum of their sizes.
     blobs: int = 0
     blob_bytes: int = 0
@@ -68,8 +75,22 @@ class Usage:
 
     @property
     def dedup_ratio(self) -> float:
-        """``logical_bytes / stored_bytes``: 2.0 means each stored byte serves two. 1.0 when
-        nothing is stored. Unreferenced blobs lower it until a collector removes them."""
+        """``logical_bytes / deduplicated_bytes``: 2.0 means each distinct byte serves two
+        files' bytes. 1.0 when nothing is stored."""
+        return self.logical_bytes / self.deduplicated_bytes if self.deduplicated_bytes else 1.0
+
+    @property
+    def compression_ratio(self) -> float:
+        """``deduplicated_bytes`` over what the bucket holds for them (the referenced blobs and
+        the inline bytes): 3.0 means compression stored them in a third. 1.0 when nothing is
+        stored, or nothing compressed."""
+        held = self.referenced_bytes + self.inline_bytes
+        return self.deduplicated_bytes / held if held else 1.0
+
+    @property
+    def space_ratio(self) -> float:
+        """``logical_bytes / stored_bytes``: both savings together, 2.0 meaning each byte in
+        the bucket serves two of the files'. Unreferenced blobs lower it until collected."""
         return self.logical_bytes / self.stored_bytes if self.stored_bytes else 1.0
 
     @property
@@ -83,6 +104,8 @@ class Usage:
         doc.update(
             stored_bytes=self.stored_bytes,
             dedup_ratio=round(self.dedup_ratio, 4),
+            compression_ratio=round(self.compression_ratio, 4),
+            space_ratio=round(self.space_ratio, 4),
             reclaimable_bytes=self.reclaimable_bytes,
         )
         return doc
@@ -97,7 +120,7 @@ def usage(store: Store, progress: Progress | None = None) -> Usage:
     """
     require_store(store)
     result = Usage(store.root.uri)
-    referenced: set[str] = set()
+    referenced: dict[str, int] = {}  # blob key -> the chunk's size
 
     def unreadable(rel: str, exc: CASStoreError) -> None:
         result.unreadable[rel] = str(exc)
@@ -111,7 +134,7 @@ def usage(store: Store, progress: Progress | None = None) -> Usage:
             result.inline_entries += 1
             result.inline_bytes += entry.size
         for chunk in entry.chunks:
-            referenced.add(store.blobs.key(entry.algorithm, chunk.digest))
+            referenced[store.blobs.key(entry.algorithm, chunk.digest)] = chunk.size
     del listed
     found: set[str] = set()
     for obj in iter_blob_objects(store, progress):
@@ -121,6 +144,7 @@ def usage(store: Store, progress: Progress | None = None) -> Usage:
             found.add(obj.key)
             result.referenced_blobs += 1
             result.referenced_bytes += obj.size
+            result.deduplicated_bytes += referenced[obj.key]
     result.unreferenced_blobs = result.blobs - result.referenced_blobs
     result.unreferenced_bytes = result.blob_bytes - result.referenced_bytes
     quarantined: set[str] = set()
@@ -128,7 +152,8 @@ def usage(store: Store, progress: Progress | None = None) -> Usage:
         result.quarantine_blobs += 1
         result.quarantine_bytes += obj.size
         quarantined.add(blob_key)
-    result.missing_blobs = len(referenced - found - quarantined)
+    result.missing_blobs = len(referenced.keys() - found - quarantined)
+    result.deduplicated_bytes += result.inline_bytes
     return result
 
 
@@ -140,10 +165,12 @@ class PathUsage:
     files: int = 0
     logical_bytes: int = 0
     inline_files: int = 0
-    #: Distinct blobs the files name, and their bytes plus the files' inline bytes: what the
-    #: bucket holds for these files, each shared chunk once. Not what removing them would
-    #: free: other paths may name the same blobs.
+    #: Distinct chunks the files name. ``deduplicated_bytes``: their bytes plus the files'
+    #: inline bytes, each shared chunk once. ``stored_bytes``: the same as the bucket holds
+    #: them, compressed where that paid (the lengths their entries record). Not what removing
+    #: the files would free: other paths may name the same blobs.
     chunks: int = 0
+    deduplicated_bytes: int = 0
     stored_bytes: int = 0
     #: Of those chunks, how many (and how many bytes) the local cache holds. Inline files
     #: live in the mirror and count as neither.
@@ -152,11 +179,18 @@ class PathUsage:
 
     @property
     def dedup_ratio(self) -> float:
-        return self.logical_bytes / self.stored_bytes if self.stored_bytes else 1.0
+        """``logical_bytes / deduplicated_bytes`` (1.0 for no bytes)."""
+        return self.logical_bytes / self.deduplicated_bytes if self.deduplicated_bytes else 1.0
+
+    @property
+    def compression_ratio(self) -> float:
+        """``deduplicated_bytes / stored_bytes`` (1.0 for no bytes, or nothing compressed)."""
+        return self.deduplicated_bytes / self.stored_bytes if self.stored_bytes else 1.0
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["dedup_ratio"] = round(self.dedup_ratio, 4)
+        doc["compression_ratio"] = round(self.compression_ratio, 4)
         return doc
 
 
@@ -171,7 +205,7 @@ def usage_of(store: Store, rel: str) -> PathUsage:
     if not items and rel:
         raise FileNotFoundError(f"no such file or directory: {store.where(rel)}")
     result = PathUsage(store.where(rel))
-    chunks: dict[tuple[str, str], int] = {}
+    chunks: dict[tuple[str, str], Chunk] = {}
     for _, record in items:
         if record is None:  # deleted between listing and reading
             continue
@@ -181,12 +215,14 @@ def usage_of(store: Store, rel: str) -> PathUsage:
         if entry.inline is not None:
             result.inline_files += 1
             result.stored_bytes += entry.size
+            result.deduplicated_bytes += entry.size
         for chunk in entry.chunks:
-            chunks[(entry.algorithm, chunk.digest)] = chunk.size
+            chunks[(entry.algorithm, chunk.digest)] = chunk
     result.chunks = len(chunks)
-    result.stored_bytes += sum(chunks.values())
-    for (algorithm, digest), size in chunks.items():
+    result.deduplicated_bytes += sum(c.size for c in chunks.values())
+    result.stored_bytes += sum(c.stored_size for c in chunks.values())
+    for (algorithm, digest), chunk in chunks.items():
         if store.cache.has_blob(algorithm, digest):
             result.cached_chunks += 1
-            result.cached_bytes += size
+            result.cached_bytes += chunk.size
     return result

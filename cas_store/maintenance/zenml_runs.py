@@ -505,8 +505,8 @@ def run_usage(
                 usage.added_bytes += entry.size
         for chunk in entry.chunks:
             key = (entry.algorithm, chunk.digest)
-            artifact_blobs[index][key] = chunk.size
-            run_blobs[key] = chunk.size
+            artifact_blobs[index][key] = chunk.stored_size
+            run_blobs[key] = chunk.stored_size
             if not usage.produced:
                 first_out[key] = min(when, first_out.get(key, when))
             elif key not in first_in or (when, index) < first_in[key][:2]:

@@ -104,10 +104,14 @@ def test_usage_counts_entries_blobs_and_what_is_unreferenced(fx: Fixture) -> Non
     assert (u.unreferenced_blobs, u.unreferenced_bytes) == (3, len(fx.gone) + len(fx.old))
     assert u.reclaimable_bytes == u.unreferenced_bytes
     assert u.stored_bytes == u.blob_bytes + 10
-    assert u.dedup_ratio == pytest.approx(u.logical_bytes / u.stored_bytes)
+    assert u.deduplicated_bytes == u.referenced_bytes + 10  # random bytes: stored raw
+    assert u.dedup_ratio == pytest.approx(u.logical_bytes / u.deduplicated_bytes)
+    assert u.compression_ratio == 1.0
+    assert u.space_ratio == pytest.approx(u.logical_bytes / u.stored_bytes)
     assert u.missing_blobs == 0 and u.unreadable == {}
     doc = u.to_dict()
-    for name in ("entries", "logical_bytes", "blobs", "stored_bytes", "dedup_ratio", "reclaimable_bytes"):
+    names = ("entries", "logical_bytes", "blobs", "deduplicated_bytes", "stored_bytes", "dedup_ratio")
+    for name in (*names, "compression_ratio", "space_ratio", "reclaimable_bytes"):
         assert name in doc
 
 
