@@ -106,11 +106,15 @@ def test_stats(cli: Run, populated: Populated) -> None:
     assert doc["blobs"] == 5 and doc["referenced_blobs"] == 3
     assert doc["stored_bytes"] == len(populated.a) + len(populated.gone) + 5
     assert doc["reclaimable_bytes"] == doc["unreferenced_bytes"] == len(populated.gone)
-    assert doc["dedup_ratio"] == round(doc["logical_bytes"] / doc["stored_bytes"], 4)
+    assert doc["deduplicated_bytes"] == len(populated.a) + 5  # random bytes: nothing compressed
+    assert doc["dedup_ratio"] == round(doc["logical_bytes"] / doc["deduplicated_bytes"], 4)
+    assert doc["compression_ratio"] == 1.0
+    assert doc["space_ratio"] == round(doc["logical_bytes"] / doc["stored_bytes"], 4)
 
     result = cli("stats", populated.root)
     assert result.exit_code == 0, result.output
     assert "dedup ratio" in result.stdout and "2 unreferenced" in result.stdout
+    assert "deduplicated" in result.stdout and "compression" in result.stdout
     assert result.stderr == ""  # no progress bars: stderr is not a terminal
 
 
@@ -129,7 +133,7 @@ def test_ls_and_du(cli: Run, populated: Populated) -> None:
     du = _json(cli("--json", "du", root))
     assert (du["files"], du["inline_files"], du["chunks"]) == (3, 1, 3)
     assert du["logical_bytes"] == 2 * len(populated.a) + 5
-    assert du["stored_bytes"] == len(populated.a) + 5
+    assert du["stored_bytes"] == du["deduplicated_bytes"] == len(populated.a) + 5
     assert du["cached_chunks"] == 0  # the CLI's own cache is empty
     assert "cached" in cli("du", f"{root}/copy").stdout
 
