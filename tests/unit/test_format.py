@@ -3,10 +3,11 @@ of docs/format.md (section 9)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
-import random
 import os
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from typing import Any
 import pytest
 
 from cas_store.backend import MemoryObjectStore
-from cas_store.chunking import ChunkerSpec
+from cas_store.chunking import ChunkerSpec, FastCDCChunker
+from cas_store.compression import DEFAULT_COMPRESSION, Compression, decode
 from cas_store.errors import IncompatibleStoreError, IntegrityError, InvalidPathError
 from cas_store.format import Chunk, Entry, Marker
 from cas_store.hashing import hash_bytes
@@ -519,6 +521,94 @@ def test_collector_keys_and_documents(make_store: StoreFactory) -> None:
     assert memory.keys(root.gc_key() + "/") == []  # no run, copy, lease or probe left
 
 
+V3_MARKER = b"""{
+ "chunker": {
+  "name": "fastcdc2020",
+  "params": {
+   "avg_size": 2097152,
+   "max_size": 8388608,
+   "min_size": 524288,
+   "normalization": 2
+  }
+ },
+ "compression": {
+  "codec": "zstd",
+  "level": 1,
+  "min_saving": 0.125
+ },
+ "created_by": "cas_store 0.3.0",
+ "format": "cas_store",
+ "gc": {
+  "delta": 86400.0,
+  "grace": 86400.0,
+  "min_age": 86400.0,
+  "publish": 900.0,
+  "validity": 21600.0
+ },
+ "hash_algorithm": "xxh128",
+ "store_id": "3f9c2a6e0b7d4e18a5c1f2d3e4b5a697",
+ "version": 3
+}
+"""
+X100K_FRAME = bytes.fromhex("28b52ffda0a086010055000010787801009b8639c002")
+X100K_COMPRESSED_ENTRY = (
+    b'{"v":1,"size":100000,"algorithm":"xxh128","digest":"0fe996a84987456bd8b99a30e426ac41",'
+    b'"chunks":[{"digest":"0fe996a84987456bd8b99a30e426ac41","size":100000,"enc":"zstd","stored":22}]}'
+)
+
+
+def test_v3_marker_test_vector_round_trips() -> None:
+    marker = Marker.decode(V3_MARKER, "t")
+    assert marker.version == 3 and marker.compression == Compression(level=1, min_saving=0.125)
+    assert marker.chunker == FastCDCChunker().spec()  # what new stores are created with
+    assert marker.encode() == V3_MARKER
+    fresh = Marker.new("xxh128", FastCDCChunker().spec(), 86400, "cas_store 0.3.0", DEFAULT_COMPRESSION)
+    assert dataclasses.replace(fresh, store_id=marker.store_id) == marker
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"compression": None},
+        {"codec": "lz4"},
+        {"level": 1.5},
+        {"level": 23},
+        {"level": True},
+        {"min_saving": 0},
+        {"min_saving": 1},
+        {"min_saving": None},
+    ],
+)
+def test_v3_marker_compression_is_checked(change: dict[str, Any]) -> None:
+    doc = json.loads(V3_MARKER)
+    if "compression" in change:
+        del doc["compression"]
+    for name, value in change.items():
+        if name != "compression":
+            if value is None:
+                del doc["compression"][name]
+            else:
+                doc["compression"][name] = value
+    with pytest.raises(IncompatibleStoreError, match="compression"):
+        Marker.decode(json.dumps(doc).encode(), "t")
+
+
+def test_compressed_chunk_test_vector() -> None:
+    data = b"x" * 100000
+    assert decode(X100K_FRAME, len(data)) == data
+    assert DEFAULT_COMPRESSION.encode(data) == X100K_FRAME  # zstandard 0.25's level 1
+    entry = Entry.decode(X100K_COMPRESSED_ENTRY, "t")
+    (chunk,) = entry.chunks
+    assert (chunk.size, chunk.stored, chunk.stored_size) == (100000, 22, 22)
+    assert entry.encode() == X100K_COMPRESSED_ENTRY
+    assert (
+        Entry(100000, "xxh128", entry.digest, chunks=(Chunk(entry.digest, 100000),)).with_sizes(
+            {entry.digest: 22}
+        )
+        == entry
+    )
+
+
 def test_format_md_states_exactly_these_vectors() -> None:
     """The byte-exact vectors of docs/format.md are the ones this file checks."""
     text = (Path(__file__).parents[2] / "docs" / "format.md").read_text(encoding="utf-8")
@@ -533,6 +623,9 @@ def test_format_md_states_exactly_these_vectors() -> None:
         Entry(len(data), "xxh128", digest, chunks=(Chunk(digest, len(data)),)).encode(),
     ]
     assert b"\n".join(entries) + b"\n" in blocks
+    assert V3_MARKER in blocks
+    assert X100K_COMPRESSED_ENTRY + b"\n" in blocks
+    assert X100K_FRAME.hex().encode() + b"\n" in blocks
 
 
 def test_quarantine_keys_parse_back() -> None:
