@@ -121,7 +121,11 @@ class ObjectStore(Protocol):
         ...
 
     async def get_range(self, key: str, start: int, end: int, sink: Sink) -> None:
-        """Stream bytes ``[start, end)`` of the object to ``sink``; all of them, or raise."""
+        """Stream bytes ``[start, end)`` of the object to ``sink``; all of them, or raise.
+
+        An object shorter than ``end`` raises :class:`~cas_store.errors.ShortObjectError`
+        before any byte reaches ``sink``, without retrying (a compressed blob read as raw).
+        """
         ...
 
     async def put(

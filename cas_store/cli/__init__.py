@@ -666,7 +666,7 @@ def _store_rows(info: StoreInfo) -> list[tuple[str, str]]:
         comp = info.compression
         rows.append(
             (
-                "compression",
+                "compress",
                 "none: every blob raw"
                 if comp is None
                 else f"zstd level {comp['level']}, where it saves at least {comp['min_saving']:.1%}",

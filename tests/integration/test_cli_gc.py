@@ -73,7 +73,18 @@ GC_KEYS = {
     "warnings",
     "reclaimable_bytes",
 }
-STORE_KEYS = {"root", "created", "version", "store_id", "hash_algorithm", "chunker", "gc", "upgraded_at"}
+STORE_KEYS = {
+    "root",
+    "created",
+    "version",
+    "store_id",
+    "hash_algorithm",
+    "chunker",
+    "gc",
+    "upgraded_at",
+    "compression",
+}
+ZSTD_1 = {"codec": "zstd", "level": 1, "min_saving": 0.125}
 
 
 @pytest.fixture
@@ -183,16 +194,18 @@ def _verify_deep_ok(cli: CLI, root: str) -> None:
 # -- init ----------------------------------------------------------------------------------
 
 
-def test_init_creates_a_format_2_marker(cli: CLI, s3client: Any, bucket: str) -> None:
+def test_init_creates_a_format_3_marker(cli: CLI, s3client: Any, bucket: str) -> None:
     root = f"s3cas://{bucket}/store"
     doc = cli.json("init", root, "--gc-grace", "2s")
     assert set(doc) == STORE_KEYS
-    assert doc["created"] is True and doc["root"] == root and doc["version"] == 2
+    assert doc["created"] is True and doc["root"] == root and doc["version"] == 3
     assert doc["gc"] == GCDurations.from_grace(GRACE).to_dict()
     assert doc["upgraded_at"] is None
+    assert doc["compression"] == ZSTD_1  # new stores compress (docs/format.md 4.1)
 
     marker = _marker(s3client, bucket)
-    assert marker["format"] == "cas_store" and marker["version"] == 2
+    assert marker["format"] == "cas_store" and marker["version"] == 3
+    assert marker["compression"] == ZSTD_1
     assert marker["store_id"] == doc["store_id"] and len(marker["store_id"]) == 32
     int(marker["store_id"], 16)
     assert marker["hash_algorithm"] == doc["hash_algorithm"] == "xxh128"
@@ -215,7 +228,28 @@ def test_init_creates_a_format_2_marker(cli: CLI, s3client: Any, bucket: str) ->
 
     fresh = cli("init", f"s3cas://{bucket}/default")
     assert fresh.stdout.startswith("created the store:") and "gc grace  1d" in fresh.stdout
+    assert "compress  zstd level 1, where it saves at least 12.5%" in fresh.stdout
     assert json.loads(_get(s3client, bucket, "default/cas-store.json"))["gc"]["grace"] == 86400
+
+
+def test_init_chooses_compression_once(cli: CLI, s3client: Any, bucket: str) -> None:
+    plain = cli.json("init", f"s3cas://{bucket}/plain", "--compression", "none")
+    assert plain["version"] == 2 and plain["compression"] is None
+    marker = json.loads(_get(s3client, bucket, "plain/cas-store.json"))
+    assert marker["version"] == 2 and "compression" not in marker  # readable by cas_store 0.2
+    assert "compress  none: every blob raw" in cli("init", f"s3cas://{bucket}/plain").stdout
+    stderr = cli.error("init", f"s3cas://{bucket}/plain", "--compression", "zstd")
+    assert "already a store, with compression none" in stderr and "use another root" in stderr
+
+    high = cli.json("init", f"s3cas://{bucket}/high", "--compression", "zstd:6")
+    assert high["version"] == 3 and high["compression"] == {**ZSTD_1, "level": 6}
+    assert "already a store, with compression zstd level 6" in cli.error(
+        "init", f"s3cas://{bucket}/high", "--compression", "zstd"
+    )
+    for bad in ("lz4", "zstd:99"):
+        result = cli("init", f"s3cas://{bucket}/bad", "--compression", bad, code=2)
+        assert "Invalid value for --compression" in result.stderr
+    assert not any(k.startswith("bad/") for k in _listing(s3client, bucket))
 
 
 def test_init_rejects_a_bad_duration(cli: CLI, s3client: Any, bucket: str) -> None:
@@ -320,7 +354,7 @@ def test_init_chooses_the_chunker(cli: CLI, s3client: Any, bucket: str, make_fs:
     assert "chunker   fixed {'size': 4194304}" in out.stdout and "gc grace  2s" in out.stdout
     fs = make_fs(root=root)
     marker = fs.store().marker()
-    assert marker is not None and marker.version == 2 and marker.gc is not None and marker.gc.grace == GRACE
+    assert marker is not None and marker.version == 3 and marker.gc is not None and marker.gc.grace == GRACE
     assert marker.chunker_spec == ChunkerSpec("fixed", {"size": 4 * MiB})
     assert json.loads(_get(s3client, bucket, "fixed/cas-store.json"))["chunker"] == {
         "name": "fixed",

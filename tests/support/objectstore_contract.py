@@ -12,7 +12,7 @@ import asyncio
 import pytest
 
 from cas_store.backend.base import ObjectStore, list_all
-from cas_store.errors import ObjectNotFoundError
+from cas_store.errors import ObjectNotFoundError, ShortObjectError
 
 
 def run(objects: ObjectStore, coro_fn):  # type: ignore[no-untyped-def]
@@ -75,6 +75,18 @@ class ObjectStoreContract:
         with pytest.raises(ObjectNotFoundError) as info:
             run(objects, lambda: objects.get_range("gone", 0, 10, lambda _o, _d: None))
         assert info.value.key == "gone"
+
+    def test_get_range_past_the_end_raises_short_object(self, objects: ObjectStore) -> None:
+        """A compressed blob read as if raw (docs/format.md 4.1): the reader must learn that the
+        object is shorter than the range, at once and without a retry, not get a short body."""
+        run(objects, lambda: objects.put("short", b"x" * 1000))
+        got: list[tuple[int, bytes]] = []
+        with pytest.raises(ShortObjectError) as info:  # the range ends past the object
+            run(objects, lambda: objects.get_range("short", 0, 5000, lambda o, d: got.append((o, d))))
+        assert info.value.key == "short" and info.value.size in (1000, None)
+        assert got == []  # nothing of the short object reached the sink
+        with pytest.raises(ShortObjectError):  # the range starts past the object (416)
+            run(objects, lambda: objects.get_range("short", 2000, 5000, lambda _o, _d: None))
 
     def test_copy(self, objects: ObjectStore) -> None:
         run(objects, lambda: objects.put("src", b"payload"))
