@@ -25,28 +25,17 @@ from cas_store.compression import (
     parse_compression,
 )
 from cas_store.config import MiB, StoreConfig
-from cas_store.errors import BlobCorruptError, IncompatibleStoreError, IntegrityError
+from cas_store.errors import BlobCorruptError, BlobMissingError, IncompatibleStoreError, IntegrityError
 from cas_store.format import Chunk, Entry, Marker
 from cas_store.hashing import hash_bytes
 from cas_store.maintenance import usage, usage_of, verify
 from cas_store.store import Store
+from tests.support.workloads import compressible_csv as csv_bytes
 from tests.support.wrappers import HookedObjectStore
 from tests.unit.conftest import StoreFactory
 
 ALG = "xxh128"
 DEFAULT_CHUNKER = FastCDCChunker().spec()
-
-
-def csv_bytes(n: int, seed: int = 0) -> bytes:
-    """A CSV of about ``n`` bytes: numbers and words, compressing about 3-4x with zstd 1."""
-    rng = random.Random(seed)
-    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
-    rows, size = [], 0
-    while size < n:
-        row = f"{size},{rng.randint(0, 10**6)},{rng.choice(words)},{rng.random():.6f}\n"
-        rows.append(row)
-        size += len(row)
-    return "".join(rows).encode()[:n]
 
 
 def blob_lengths(memory: MemoryObjectStore) -> dict[str, int]:
@@ -377,3 +366,22 @@ def test_a_higher_level_is_recorded_and_used(make_store: StoreFactory, memory: M
     (chunk,) = entry_doc(memory, "t.csv")["chunks"]
     assert chunk["stored"] <= len(zstandard.ZstdCompressor(level=9).compress(text)) + 64
     assert read(make_store(chunk_size=None, cache="r"), "t.csv") == text
+
+
+def test_a_compressed_blob_is_read_from_its_quarantine_copy(
+    store: Store, memory: MemoryObjectStore, make_store: StoreFactory
+) -> None:
+    """Rule R: a collector moved the blob aside; the copy holds the compressed bytes as they were."""
+    text = csv_bytes(MiB)
+    write(store, "t.csv", text)
+    (chunk,) = entry_doc(memory, "t.csv")["chunks"]
+    key = store.blobs.key(ALG, chunk["digest"])
+    frame = memory.data(key)
+    assert len(frame) == chunk["stored"] < len(text)
+    copy = store.root.quarantine_key(ALG, chunk["digest"], "20261201T221500Z-1a2b3c4d")
+    memory.run("t", lambda: memory.put(copy, frame))
+    memory.run("t", lambda: memory.delete_many([key]))
+    assert read(make_store(chunk_size=None, cache="r"), "t.csv") == text
+    memory.run("t", lambda: memory.put(copy, frame[:-4]))  # a damaged copy is skipped, never served
+    with pytest.raises(BlobMissingError):
+        read(make_store(chunk_size=None, cache="r2"), "t.csv")
