@@ -127,6 +127,7 @@ STORE_OPTION_FIELDS = (
     "inline_threshold",
     "chunk_size",
     "chunker",
+    "compression",
     "max_concurrency",
     "connect_timeout",
     "read_timeout",
@@ -233,6 +234,13 @@ class S3CASArtifactStoreConfig(BaseArtifactStoreConfig, AuthenticationConfigMixi
         description="For a new store: 'fastcdc2020' (content-defined chunks of about 2 MiB, the "
         "default unless chunk_size is given) or 'fixed' (chunk_size, else 8 MiB). An existing "
         "store keeps its chunker; naming another is an error.",
+    )
+    compression: str | None = Field(
+        default=_DEFAULTS["compression"],
+        description="For a new store: 'zstd' (the default: each chunk stored as a zstd frame "
+        "where that saves 1/8 of it), 'zstd:<level>', or 'none' (every blob raw, a format 2 "
+        "store that cas_store 0.2 reads too). An existing store keeps its compression; naming "
+        "another is an error.",
     )
     max_concurrency: int = Field(
         default=_DEFAULTS["max_concurrency"], description="Concurrent S3 requests per transfer."

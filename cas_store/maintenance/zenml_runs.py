@@ -510,7 +510,7 @@ def run_usage(
             if not usage.produced:
                 first_out[key] = min(when, first_out.get(key, when))
             elif key not in first_in or (when, index) < first_in[key][:2]:
-                first_in[key] = (when, index, chunk.size)
+                first_in[key] = (when, index, chunk.stored_size)
     for record in iter_records(store, foreign, unreadable, _offset(progress, len(owned), len(listed))):
         when = seconds[record.rel]
         for chunk in record.entry.chunks:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import __future__
 
 import inspect
+import random
 import re
 import subprocess
 import sys
@@ -331,7 +332,7 @@ def test_files_directories_and_listings(store: S3CASArtifactStore, root: str) ->
 def test_identical_content_is_uploaded_and_stored_once(
     store: S3CASArtifactStore, root: str, moto: MotoServer, zbucket: str
 ) -> None:
-    content = bytes(range(256)) * 4096  # 1 MiB, above the inline threshold
+    content = random.Random(1).randbytes(2**20)  # above the inline threshold; incompressible
     with store.open(f"{root}/run1/model.bin", "wb") as f:
         f.write(content)
     with moto.record() as log:
