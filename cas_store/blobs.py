@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import dataclasses
 import logging
@@ -49,9 +50,11 @@ class Blobs:
         data: bytes,
         ask_first: bool = True,
         uploaded: Callable[[int], None] | None = None,
+        encode: Callable[[bytes], bytes] | None = None,
     ) -> concurrent.futures.Future[Proof]:
         """Start making ``data`` durable as the blob of the chunk whose hash is ``digest``;
-        don't wait. ``data`` is what to store: the chunk, or its encoded form.
+        don't wait. ``encode``, if given, turns the chunk into what to store (its compressed
+        form, or itself); it runs in a worker thread, and only if the blob must be uploaded.
 
         The future's result is the blob's :class:`Proof` (docs/gc.md, rule W1): when the
         request that proved it present at its key was *sent*, and its object's length. Asks
@@ -67,12 +70,15 @@ class Blobs:
                 found = await self.objects.head(key)
                 if found is not None:
                     return Proof(sent, found.size)
+            # Off the event loop and the writer's thread: zstd releases the GIL, so chunks
+            # compress in parallel with the cutting and hashing of the next ones.
+            body = data if encode is None else await asyncio.to_thread(encode, data)
             sent = self.clock()
-            result = await self.objects.put(key, data, if_absent=True)
+            result = await self.objects.put(key, body, if_absent=True)
             if result.created:
                 if uploaded is not None:
-                    uploaded(len(data))
-                return Proof(sent, len(data))
+                    uploaded(len(body))
+                return Proof(sent, len(body))
             log.debug("blob %s was stored concurrently by another writer", key)
             # Its bytes may be encoded otherwise than ours: ask how long the object is.
             found = await self.objects.head(key)

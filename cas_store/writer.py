@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 import math
 import threading
@@ -116,6 +117,8 @@ class FileWriter:
         #: digest -> the length of the blob's object, where known (raw: the chunk's size).
         self.sizes: dict[str, int] = {}
         self._compression = store.compression
+        compression = self._compression
+        self._encode = None if compression is None else functools.partial(_encoded, compression)
         self._seen: set[str] = set()  # a file may repeat a chunk: store it once
         self._on_written = on_written
         self._uploaded = 0  # bytes of the chunks this file's PUTs created
@@ -150,11 +153,15 @@ class FileWriter:
         size = len(chunk)
         self._budget.acquire(size)
         try:
-            data = encode(self._compression, chunk)
             # In a store this process just created, nobody else is likely to have put the blob:
             # no HEAD first (the conditional PUT settles a concurrent writer; Store.is_new).
             future = store.blobs.store(
-                algorithm, digest, data, ask_first=not store.is_new, uploaded=self._count_upload
+                algorithm,
+                digest,
+                bytes(chunk),
+                ask_first=not store.is_new,
+                uploaded=self._count_upload,
+                encode=self._encode,
             )
         except BaseException:
             self._budget.release(size)
@@ -217,6 +224,11 @@ def encode(compression: Compression | None, chunk: memoryview) -> bytes:
     """The bytes to store as ``chunk``'s blob: its compressed form where that pays, else itself."""
     encoded = None if compression is None else compression.encode(chunk)
     return bytes(chunk) if encoded is None else encoded
+
+
+def _encoded(compression: Compression, chunk: bytes) -> bytes:
+    encoded = compression.encode(chunk)
+    return chunk if encoded is None else encoded
 
 
 def publish(
