@@ -15,6 +15,7 @@ weights, media, files with their own codec) cost a trial compression of their fi
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ __all__ = [
     "Compression",
     "DecodeError",
     "decode",
+    "decode_into",
     "parse_compression",
 ]
 
@@ -39,6 +41,9 @@ MAX_ENCODED_CHUNK = 16 * 2**20
 #: save ``min_saving`` is stored raw without compressing the rest. Measured: this keeps
 #: incompressible writes within 1% of no compression (docs/benchmarks.md, "Compression").
 PROBE_BYTES = 16 * 2**10
+#: Readers decode a compressed chunk in pieces of this size (:func:`decode_into`), so the
+#: decoded chunk is never held whole beside its frame.
+DECODE_PIECE = 2**20
 
 
 class DecodeError(ValueError):
@@ -132,26 +137,74 @@ def parse_compression(text: str) -> Compression | None:
 def decode(stored: bytes | memoryview, size: int) -> bytes | memoryview:
     """The chunk of ``size`` bytes that a blob's ``stored`` bytes hold (docs/format.md, 4.1).
 
-    As long as the chunk: the bytes themselves. Shorter: one zstd frame, decompressed to
-    exactly ``size`` bytes (never more: a damaged frame cannot make the reader allocate
-    more than the chunk). Longer, or a frame that is not exactly the chunk: DecodeError.
-    The caller still checks the digest.
+    As long as the chunk: the bytes themselves. Shorter: exactly one zstd frame, decompressed
+    to exactly ``size`` bytes (never more: a damaged frame cannot make the reader allocate
+    more than the chunk). Longer, or anything but one frame of exactly the chunk:
+    DecodeError. The caller still checks the digest.
     """
     if len(stored) == size:
         return stored
+    out = bytearray(size)
+    view = memoryview(out)
+
+    def put(offset: int, piece: bytes) -> None:
+        view[offset : offset + len(piece)] = piece
+
+    decode_into(stored, size, put)
+    return view
+
+
+def decode_into(
+    stored: bytes | memoryview, size: int, write: Callable[[int, bytes], None], piece: int = DECODE_PIECE
+) -> None:
+    """:func:`decode`, handing the chunk to ``write(offset, bytes)`` in pieces of at most
+    ``piece`` bytes, so that a reader never holds a decoded chunk whole. On DecodeError some
+    pieces may have been written already: what they went to must be discarded."""
+    if len(stored) == size:
+        write(0, bytes(stored))
+        return
     if len(stored) > size:
         raise DecodeError(f"the blob holds {len(stored)} bytes, more than its chunk's {size}")
+    offset = 0
     try:
         # A damaged header could claim any size: only a frame of exactly the chunk is decoded.
         claimed = zstandard.frame_content_size(stored)
         if claimed != size:
             raise DecodeError(f"the blob's zstd frame declares {claimed} bytes, not its chunk's {size}")
-        out = _decompressor().decompress(stored, max_output_size=size)
+        length = _frame_length(stored)
+        if length != len(stored):
+            raise DecodeError(f"the blob holds {len(stored) - length} bytes after its zstd frame")
+        with _decompressor().stream_reader(stored, read_across_frames=False) as reader:
+            while offset < size:
+                block = reader.read(min(piece, size - offset))
+                if not block:
+                    break
+                write(offset, block)
+                offset += len(block)
     except zstandard.ZstdError as exc:
-        raise DecodeError(f"the blob is shorter than its chunk but no valid zstd frame ({exc})") from exc
-    if len(out) != size:
-        raise DecodeError(f"the blob's zstd frame holds {len(out)} bytes, not its chunk's {size}")
-    return out
+        raise DecodeError(f"the blob is shorter than its chunk but not one valid zstd frame ({exc})") from exc
+    if offset != size:
+        raise DecodeError(f"the blob's zstd frame holds {offset} bytes, not its chunk's {size}")
+
+
+def _frame_length(stored: bytes | memoryview) -> int:
+    """How many bytes the zstd frame at the start of ``stored`` spans: its header, its blocks
+    (RFC 8878, 3.1.1.2: a 3-byte header each; a run-length block holds one byte) and its
+    checksum. DecodeError if the blocks run past the end."""
+    at = zstandard.frame_header_size(stored)
+    while True:
+        if at + 3 > len(stored):
+            raise DecodeError("the blob's zstd frame is truncated")
+        header = int.from_bytes(stored[at : at + 3], "little")
+        last, kind, block_size = header & 1, (header >> 1) & 3, header >> 3
+        at += 3 + (1 if kind == 1 else block_size)
+        if last:
+            break
+    if zstandard.get_frame_parameters(stored).has_checksum:
+        at += 4
+    if at > len(stored):
+        raise DecodeError("the blob's zstd frame is truncated")
+    return at
 
 
 # zstandard's (de)compressor objects are not safe to share between threads; each thread

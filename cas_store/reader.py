@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
 from cas_store import cache, config
-from cas_store.compression import DecodeError, decode
+from cas_store.compression import DecodeError, decode_into
 from cas_store.errors import (
     BlobCorruptError,
     BlobMissingError,
@@ -460,8 +460,10 @@ async def _download_encoded(
     if found is None:
         return False
     try:
-        # Off the event loop: zstd releases the GIL, so other downloads go on meanwhile.
-        data = await asyncio.to_thread(decode, found[0], chunk.size)
+        # Off the event loop: zstd releases the GIL, so other downloads go on meanwhile. In
+        # pieces into the chunk's file, so only the frame is held whole; after a failure the
+        # next attempt rewrites the file, or it is removed.
+        await asyncio.to_thread(decode_into, found[0], chunk.size, sink)
     except DecodeError as exc:
         if quarantine:
             log.warning("quarantine copy %s of blob %s is damaged (%s): skipped", key, chunk.digest, exc)
@@ -472,7 +474,6 @@ async def _download_encoded(
             digest=chunk.digest,
             key=key,
         ) from exc
-    await asyncio.to_thread(sink, 0, bytes(data))
     return True
 
 

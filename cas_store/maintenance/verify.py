@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from cas_store.compression import DecodeError, decode
+from cas_store.compression import DecodeError, decode_into
 from cas_store.errors import CASStoreError, IntegrityError, ObjectNotFoundError
 from cas_store.hashing import hash_bytes, new_hasher
 from cas_store.maintenance._common import (
@@ -132,8 +132,9 @@ def _hash_blob(store: Store, algorithm: str, digest: str, size: int, stored: int
     found = store.objects.run(f"downloading blob {digest}", lambda: store.objects.get(key))
     if found is None:
         raise ObjectNotFoundError(f"s3://{store.root.bucket}/{key} does not exist", key=key)
-    chunk = decode(found[0], size)
-    return hash_bytes(algorithm, chunk), len(chunk)
+    sink = _HashingSink(algorithm)
+    decode_into(found[0], size, sink)  # in pieces: the decoded chunk is never held whole
+    return sink.hasher.hexdigest(), sink.size
 
 
 def select_sample(candidates: list[str], percent: float, seed: int) -> list[str]:

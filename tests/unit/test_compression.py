@@ -7,6 +7,7 @@ In-memory backend; tests/integration/test_compression_s3.py repeats the essentia
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import random
 
@@ -22,6 +23,7 @@ from cas_store.compression import (
     Compression,
     DecodeError,
     decode,
+    decode_into,
     parse_compression,
 )
 from cas_store.config import MiB, StoreConfig
@@ -113,6 +115,30 @@ def test_decode_accepts_only_exact_forms() -> None:
         pass
     else:  # zstd without a checksum may decode damage: the digest check catches it
         assert out != data
+    for trailing in (frame[:10], b"xx", zstandard.ZstdCompressor().compress(b"")):
+        with pytest.raises(DecodeError, match="after its zstd frame"):
+            decode(frame + trailing, len(data))  # one frame, and nothing after it
+    checked = zstandard.ZstdCompressor(level=1, write_checksum=True).compress(data)
+    assert decode(checked, len(data)) == data  # a frame with a checksum spans 4 more bytes
+    with pytest.raises(DecodeError, match="truncated"):
+        decode(checked[:-2], len(data))
+    rle = zstandard.ZstdCompressor(level=1).compress(b"a" * 1_000_000)  # run-length blocks
+    assert decode(rle, 1_000_000) == b"a" * 1_000_000
+
+
+def test_decode_into_hands_the_chunk_over_in_bounded_pieces_at_their_offsets() -> None:
+    data = csv_bytes(3 * MiB + 12345)
+    frame = zstandard.ZstdCompressor(level=1, write_content_size=True).compress(data)
+    pieces: list[tuple[int, bytes]] = []
+    decode_into(frame, len(data), lambda at, piece: pieces.append((at, piece)), piece=256 * 1024)
+    assert max(len(p) for _, p in pieces) <= 256 * 1024 and len(pieces) >= 13
+    assert [at for at, _ in pieces] == list(itertools.accumulate([0] + [len(p) for _, p in pieces[:-1]]))
+    assert b"".join(p for _, p in pieces) == data
+    raw: list[tuple[int, bytes]] = []
+    decode_into(data, len(data), lambda at, piece: raw.append((at, piece)))
+    assert raw == [(0, data)]  # a raw blob is the chunk itself
+    with pytest.raises(DecodeError):
+        decode_into(frame[:-3], len(data), lambda at, piece: None)
 
 
 @pytest.mark.parametrize(
