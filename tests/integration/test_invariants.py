@@ -245,7 +245,7 @@ def test_memory_does_not_grow_with_file_size(
 ) -> None:
     """docs/design.md O4: peak RSS growth of a fresh process writing, then reading (empty cache)
     a 256 MiB file stays far below the file size, whether its chunks are stored raw or
-    compressed (encoded off the event loop on writes, decoded one chunk at a time on reads)."""
+    compressed (encoded off the event loop on writes, decoded in 1 MiB pieces on reads)."""
     size = 256 * 2**20
     growth = {}
     for mode in ("write", "read"):
